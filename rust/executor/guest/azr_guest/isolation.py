@@ -1,0 +1,154 @@
+"""Run-time guards: what a job's code can reach, and the state reset between jobs."""
+
+import builtins
+import decimal
+import importlib
+import random
+import sys
+import types
+
+from .policy import ALLOWED_MODULES, FORBIDDEN_CALLS, forbidden_module
+
+
+def _import_allowed():
+    modules = {}
+    for name in ALLOWED_MODULES:
+        try:
+            modules[name] = importlib.import_module(name)
+        except ImportError:
+            pass
+    return modules
+
+
+# Imported now, at build time, so that they are part of the snapshot: the sandbox has no files.
+AVAILABLE = _import_allowed()
+RECURSION_LIMIT = 1000
+INT_DIGITS_LIMIT = sys.get_int_max_str_digits()
+_REAL_IMPORT = builtins.__import__
+
+
+class Forbidden(BaseException):
+    """Raised when a job reaches for something it may not use.
+
+    A BaseException, so that `except Exception` in the program does not hide it; the attempt is
+    also recorded, so that not even `except BaseException` turns it into an `ok`.
+    """
+
+
+class OutputLimit(BaseException):
+    """Raised when a job prints more than it may."""
+
+
+class Violations:
+    """What the current job did that decides its status, whatever it caught."""
+
+    def __init__(self):
+        self.forbidden = None
+        self.output_limit = False
+
+
+violations = Violations()
+
+
+class ModuleCopies:
+    """The modules one job imported, as copies: rebinding `math.pi` changes the job's copy only.
+    Only needed when the instance runs more jobs; a fresh instance gets the modules themselves."""
+
+    def __init__(self):
+        self.copies = {}
+        self.enabled = True
+
+    def get(self, module):
+        if not self.enabled:
+            return module
+        copy = self.copies.get(module.__name__)
+        if copy is None:
+            copy = types.ModuleType(module.__name__, module.__doc__)
+            copy.__dict__.update(module.__dict__)
+            self.copies[module.__name__] = copy
+        return copy
+
+
+_modules = ModuleCopies()
+
+
+def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level != 0:
+        raise ImportError("relative imports are not supported")
+    if forbidden_module(name):
+        violations.forbidden = f"import of '{name}'"
+        raise Forbidden(f"import of '{name}' is not allowed")
+    if name not in AVAILABLE and name.split(".")[0] not in AVAILABLE:
+        raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+    return _modules.get(_REAL_IMPORT(name, globals, locals, fromlist, level))
+
+
+def _refusing(name):
+    def refuse(*args, **kwargs):
+        violations.forbidden = f"call of '{name}'"
+        raise Forbidden(f"'{name}' is not allowed")
+
+    refuse.__name__ = name
+    return refuse
+
+
+def _safe_builtins():
+    table = dict(builtins.__dict__)
+    table["__import__"] = _guarded_import
+    for name in FORBIDDEN_CALLS:
+        table[name] = _refusing(name)
+    for name in ("copyright", "credits", "license"):
+        table.pop(name, None)
+    return table
+
+
+_SAFE_BUILTINS = _safe_builtins()
+
+
+def job_namespace(reuse):
+    """A fresh global namespace. When the instance runs more jobs it gets its own copy of the
+    builtins, so that poisoning them cannot leak; a fresh instance shares the snapshot's."""
+    return {"__name__": "__azr__", "__builtins__": dict(_SAFE_BUILTINS) if reuse else _SAFE_BUILTINS}
+
+
+class CappedSink:
+    """Stands in for stdout and stderr: counts what the job prints and keeps none of it."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.written = 0
+
+    def write(self, text):
+        self.written += len(text)
+        if self.written > self.limit:
+            violations.output_limit = True
+            raise OutputLimit(f"printed more than {self.limit} characters")
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def reset_interpreter_state(salt, reuse):
+    """Undo what an earlier job could have changed in interpreter-wide state, and reseed."""
+    random.seed(salt)
+    decimal.setcontext(decimal.Context())
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    sys.set_int_max_str_digits(INT_DIGITS_LIMIT)
+    violations.forbidden = None
+    violations.output_limit = False
+    _modules.copies.clear()
+    _modules.enabled = reuse
+
+
+_SPACER_SIZES = range(8, 520, 8)
+
+
+def heap_spacers(salt):
+    """Objects in every small size class, more of them on each determinism run, so that addresses
+    (`id()`, default hashes, reprs `at 0x...`) differ between runs: a program that shows one is
+    caught as nondeterministic even in fresh, otherwise identical instances."""
+    return [bytes(size) for _ in range(salt % 8 + 1) for size in _SPACER_SIZES]

@@ -1,0 +1,60 @@
+"""What a program may use: the import allow-list and everything that is refused."""
+
+# Modules a program may import. The harness imports them at build time so they exist in the
+# snapshot; a name this build of CPython lacks is skipped.
+ALLOWED_MODULES = (
+    "__future__", "abc", "array", "ast", "base64", "binascii", "bisect", "cmath", "collections",
+    "collections.abc", "colorsys", "contextlib", "copy", "dataclasses", "decimal", "difflib", "enum",
+    "fractions", "functools", "graphlib", "heapq", "html", "io", "itertools", "json", "keyword",
+    "math", "numbers", "operator", "pprint", "queue", "re", "reprlib", "statistics", "string",
+    "struct", "textwrap", "types", "typing", "unicodedata", "weakref", "zlib",
+)
+
+# Modules a program may not import, by any dotted component: AZR's list, the sandbox's own, and
+# every other route to clocks, randomness, processes, files or the interpreter's internals. Any
+# module whose name starts with an underscore is refused too (`_thread`, `_random`, ...).
+FORBIDDEN_MODULES = frozenset({
+    "os", "sys", "shutil", "subprocess", "socket", "ctypes", "multiprocessing", "threading",
+    "signal", "random", "time", "datetime", "logging", "hashlib", "hmac", "calendar", "importlib",
+    "gc", "inspect", "builtins", "pebble", "bcrypt", "secrets", "uuid", "tempfile", "pathlib",
+    "glob", "select", "selectors", "asyncio", "concurrent", "timeit", "zoneinfo", "sched", "atexit",
+    "faulthandler", "tracemalloc", "resource", "pickle", "marshal", "code", "codeop", "pdb",
+    "traceback", "warnings", "site", "sysconfig", "platform", "locale", "getpass", "pwd", "grp",
+    "mmap", "fcntl", "posix", "nt", "ssl", "http", "urllib", "ftplib", "smtplib", "email",
+    "webbrowser", "pty", "tty", "termios", "codecs", "linecache", "tokenize", "dis", "opcode",
+    "runpy", "pkgutil", "zipimport", "zipfile", "tarfile", "sqlite3", "dbm", "shelve", "fileinput",
+    "filecmp", "stat", "errno", "copyreg", "contextvars", "wsgiref", "xml", "cProfile", "profile",
+    "pstats", "trace", "ensurepip", "venv", "idlelib", "tkinter", "turtle",
+})
+
+# Names whose mere mention reaches the import machinery or the real builtins.
+FORBIDDEN_NAMES = frozenset({"__import__", "__builtins__", "__loader__", "__spec__"})
+
+# Builtins that do I/O or open a debugger. Programs often use these names for their own variables
+# (`def f(input): ...`), so they are refused only when called without being bound by the program;
+# at run time the job's builtins replace them with functions that refuse.
+FORBIDDEN_CALLS = frozenset({"open", "input", "breakpoint", "exit", "quit", "help"})
+
+# Attributes that lead from any object to modules, frames, code or the class graph.
+FORBIDDEN_ATTRS = frozenset({
+    "__subclasses__", "__globals__", "__builtins__", "__import__", "__loader__", "__spec__",
+    "__code__", "__closure__", "__self__", "__bases__", "__base__", "__mro__", "__reduce__",
+    "__reduce_ex__", "__traceback__", "__objclass__", "__func__", "tb_frame", "tb_next",
+    "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "gi_frame", "gi_code", "cr_frame",
+    "cr_code", "ag_frame", "ag_code",
+})
+
+# Calls that can change objects the program did not create: state shared with later jobs when an
+# instance is reused.
+MUTATING_CALLS = frozenset({"setattr", "delattr", "vars", "globals", "locals"})
+
+# Any of these in a code object's names sends the program to the exact (AST) check.
+SUSPICIOUS_NAMES = FORBIDDEN_NAMES | FORBIDDEN_ATTRS | FORBIDDEN_CALLS | MUTATING_CALLS | {"__dict__"}
+
+# Strings that may not appear as constants (the `getattr(x, "__globals__")` route).
+FORBIDDEN_STRINGS = FORBIDDEN_NAMES | FORBIDDEN_ATTRS
+
+
+def forbidden_module(name):
+    """Whether importing `name` is refused (`os.path`, `_thread`, ...)."""
+    return any(part in FORBIDDEN_MODULES or (part.startswith("_") and part != "__future__") for part in name.split("."))

@@ -1,0 +1,309 @@
+//! The `azr-executor` command line. The same entry point serves the standalone binary and the
+//! `azr-executor` script of the Python package (through `azr._executor.cli_main`).
+
+use crate::job::{Job, Limits, Mode, Outcome, Status};
+use crate::pool::{default_workers, Control, Executor, ExecutorConfig, Isolation};
+use crate::runtime::runtime;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Lines of input errors printed before the rest are only counted.
+const SHOWN_INPUT_ERRORS: usize = 20;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "azr-executor",
+    version,
+    about = "Run untrusted Python programs in WebAssembly-isolated CPython sandboxes",
+    long_about = "Run untrusted Python programs in WebAssembly-isolated CPython sandboxes.\n\n\
+                  Each job defines a function `f` and gives its arguments as Python text; the outcome is \
+                  `repr(f(<input>))` or a typed failure (error, syntax, forbidden, timeout, memory, \
+                  output_limit, nondeterministic). Programs get no files, no network, no environment, \
+                  fixed clocks and seeded randomness."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the jobs of a JSON-lines file and write one outcome per line, in input order.
+    Run(RunArgs),
+    /// Print versions, the guest's hash and where its compiled form is cached (compiling it if needed).
+    Info,
+    /// Serve sandbox requests on stdin/stdout (started by the executor itself, not by hand).
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Jobs, one JSON object per line: {"program": "def f(a): ...", "input": "'x', 2", "runs": 2,
+    /// "imports": "...", "expected": "...", "id": ...}; only program and input are required, an
+    /// "id" is copied to the outcome. `-` reads standard input.
+    input: PathBuf,
+    /// Where to write the outcomes (default: standard output).
+    #[arg(short, long, value_name = "OUT.jsonl")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+    /// No progress bar and no summary.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Settings of the sandboxes, shared by the commands that run jobs.
+#[derive(Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// strict: a fresh instance for every run; batch: one instance runs a group of jobs, each in a
+    /// fresh namespace (faster, shares interpreter state within a group).
+    #[arg(long, value_enum, default_value = "strict")]
+    pub mode: Mode,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Wall-clock limit per run, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub timeout: f64,
+    /// Memory limit per sandbox, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 256)]
+    pub memory_mb: u64,
+    /// Largest accepted repr of a result, and most characters a program may print.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 16)]
+    pub max_output_bytes: u32,
+    /// Jobs one instance runs in batch mode before it is replaced.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub group_size: usize,
+    /// Where sandboxes run: in worker processes (faster on several cores; a crash stays there) or
+    /// in threads of this process.
+    #[arg(long, value_enum, default_value = "process")]
+    pub isolation: IsolationArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsolationArg {
+    Process,
+    Thread,
+}
+
+impl SandboxArgs {
+    pub fn config(&self) -> anyhow::Result<ExecutorConfig> {
+        let limits = Limits::new(self.timeout, self.memory_mb, self.max_output_bytes).map_err(anyhow::Error::msg)?;
+        let isolation = match self.isolation {
+            IsolationArg::Thread => Isolation::Threads,
+            IsolationArg::Process => Isolation::Processes(worker_command()?),
+        };
+        Ok(ExecutorConfig {
+            workers: self.workers.unwrap_or_else(default_workers),
+            limits,
+            mode: self.mode,
+            group_size: self.group_size,
+            isolation,
+        })
+    }
+}
+
+/// How this program starts one of its worker processes: `$AZR_EXECUTOR_WORKER` (a command line,
+/// split on spaces; the Python package sets it to its own interpreter), else this executable.
+fn worker_command() -> anyhow::Result<Vec<OsString>> {
+    if let Some(command) = std::env::var_os("AZR_EXECUTOR_WORKER") {
+        let words: Vec<OsString> = command.to_string_lossy().split_whitespace().map(OsString::from).collect();
+        if !words.is_empty() {
+            return Ok(words);
+        }
+    }
+    let program = std::env::current_exe().context("cannot find this executable to start workers")?;
+    Ok(vec![program.into_os_string(), "worker".into()])
+}
+
+/// Run the command line; returns the process exit code. `interrupted` is polled while jobs run
+/// (the Python entry point uses it to honour Ctrl-C).
+pub fn main(args: impl IntoIterator<Item = OsString>, interrupted: &dyn Fn() -> bool) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return error.exit_code();
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run(&args, interrupted),
+        Command::Info => info(),
+        Command::Worker => crate::worker::serve(std::io::stdin().lock(), std::io::stdout().lock())
+            .map(|()| 0)
+            .context("the sandbox worker's connection failed"),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("azr-executor: error: {error:#}");
+        1
+    })
+}
+
+enum Line {
+    Job { id: Option<Value> },
+    Invalid { number: usize, error: String },
+}
+
+fn parse_line(text: &str) -> Result<(Job, Option<Value>), String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(mut fields) = value else {
+        return Err("expected a JSON object with \"program\" and \"input\"".into());
+    };
+    let id = fields.remove("id");
+    let job: Job = serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())?;
+    job.validate()?;
+    Ok((job, id))
+}
+
+fn read_input(path: &PathBuf) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
+    } else {
+        text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(text)
+}
+
+fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
+    let config = args.sandbox.config()?;
+    let text = read_input(&args.input)?;
+    let mut lines = Vec::new();
+    let mut jobs = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        match parse_line(raw) {
+            Ok((job, id)) => {
+                jobs.push(job);
+                lines.push(Line::Job { id });
+            }
+            Err(error) => lines.push(Line::Invalid { number: index + 1, error }),
+        }
+    }
+    let invalid: Vec<(usize, &str)> = lines
+        .iter()
+        .filter_map(|line| match line {
+            Line::Invalid { number, error } => Some((*number, error.as_str())),
+            Line::Job { .. } => None,
+        })
+        .collect();
+    for (number, error) in invalid.iter().take(SHOWN_INPUT_ERRORS) {
+        eprintln!("azr-executor: {}: line {number}: {error}", args.input.display());
+    }
+    if invalid.len() > SHOWN_INPUT_ERRORS {
+        eprintln!("azr-executor: ... and {} more invalid lines", invalid.len() - SHOWN_INPUT_ERRORS);
+    }
+
+    let executor = Executor::new(config)?;
+    let total = jobs.len();
+    let bar = progress_bar(total as u64, args.quiet);
+    let started = Instant::now();
+    let outcomes = executor
+        .run_observed(jobs, &mut |done, _| {
+            bar.set_position(done as u64);
+            if interrupted() {
+                Control::Cancel
+            } else {
+                Control::Continue
+            }
+        })
+        .context("running the jobs")?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+
+    write_outcomes(args.output.as_ref(), &lines, &outcomes)?;
+    if !args.quiet {
+        eprintln!("{}", summary(&outcomes, seconds, executor.config()));
+    }
+    Ok(if invalid.is_empty() { 0 } else { 2 })
+}
+
+fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+fn write_outcomes(path: Option<&PathBuf>, lines: &[Line], outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let sink: Box<dyn Write> = match path {
+        Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut sink = BufWriter::new(sink);
+    let mut outcomes = outcomes.iter();
+    for line in lines {
+        let mut record = Map::new();
+        match line {
+            Line::Job { id } => {
+                let Some(outcome) = outcomes.next() else { bail!("fewer outcomes than jobs") };
+                if let Some(id) = id {
+                    record.insert("id".into(), id.clone());
+                }
+                if let Value::Object(fields) = serde_json::to_value(outcome)? {
+                    record.extend(fields);
+                }
+            }
+            Line::Invalid { number, error } => {
+                record.insert("line".into(), (*number).into());
+                record.insert("status".into(), "invalid".into());
+                record.insert("error".into(), error.clone().into());
+            }
+        }
+        serde_json::to_writer(&mut sink, &record)?;
+        sink.write_all(b"\n")?;
+    }
+    sink.flush().context("writing the outcomes")?;
+    Ok(())
+}
+
+fn summary(outcomes: &[Outcome], seconds: f64, config: &ExecutorConfig) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for outcome in outcomes {
+        *counts.entry(outcome.status.as_str()).or_default() += 1;
+    }
+    let by_status: Vec<String> = Status::ALL
+        .iter()
+        .filter_map(|status| counts.get(status.as_str()).map(|n| format!("{status} {n}")))
+        .collect();
+    format!(
+        "{} jobs in {seconds:.2} s ({:.0}/s, {} mode, {} workers): {}",
+        outcomes.len(),
+        outcomes.len() as f64 / seconds.max(1e-9),
+        config.mode.as_str(),
+        config.workers,
+        if by_status.is_empty() { "nothing to run".into() } else { by_status.join(", ") }
+    )
+}
+
+fn info() -> anyhow::Result<i32> {
+    let runtime = runtime()?;
+    let report = runtime.load_report();
+    let info = serde_json::json!({
+        "azr_executor": env!("CARGO_PKG_VERSION"),
+        "wasmtime": crate::guest::WASMTIME_VERSION,
+        "guest_sha256": crate::guest::GUEST_SHA256,
+        "guest_bytes": crate::guest::GUEST_COMPONENT.len(),
+        "compiled_guest": report.path,
+        "compiled_now": report.compiled_now,
+        "load_seconds": report.seconds,
+        "default_workers": default_workers(),
+        "max_workers": crate::pool::MAX_WORKERS,
+    });
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(0)
+}

@@ -1,0 +1,203 @@
+//! What the executor takes and gives back: jobs, outcomes, statuses and limits. The same shapes
+//! travel through the Python API, the CLI's JSON lines and the service.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// The most determinism runs one job may ask for.
+pub const MAX_RUNS: u32 = 16;
+/// The largest program, input, imports or expected text accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 4 << 20;
+
+/// One program to run: `f(<input>)` after executing `imports` and `program`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub program: String,
+    pub input: String,
+    /// Import lines run before the program. AZR data stores them as a list; both forms are accepted.
+    #[serde(default, deserialize_with = "lines_or_text")]
+    pub imports: String,
+    /// An expression evaluated in the program's namespace and compared with the result by `==`.
+    #[serde(default)]
+    pub expected: Option<String>,
+    /// How many fresh executions must agree (AZR's determinism check uses 2).
+    #[serde(default = "one_run")]
+    pub runs: u32,
+}
+
+fn one_run() -> u32 {
+    1
+}
+
+fn lines_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Imports {
+        Text(String),
+        Lines(Vec<String>),
+        Null(()),
+    }
+    Ok(match Imports::deserialize(deserializer)? {
+        Imports::Text(text) => text,
+        Imports::Lines(lines) => lines.join("\n"),
+        Imports::Null(()) => String::new(),
+    })
+}
+
+impl Job {
+    pub fn new(program: impl Into<String>, input: impl Into<String>) -> Self {
+        Job { program: program.into(), input: input.into(), imports: String::new(), expected: None, runs: 1 }
+    }
+
+    pub fn with_runs(mut self, runs: u32) -> Self {
+        self.runs = runs;
+        self
+    }
+
+    pub fn with_expected(mut self, expected: impl Into<String>) -> Self {
+        self.expected = Some(expected.into());
+        self
+    }
+
+    /// Why this job cannot be run at all (as opposed to running and failing), if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_RUNS).contains(&self.runs) {
+            return Err(format!("runs must be between 1 and {MAX_RUNS}, got {}", self.runs));
+        }
+        let texts = [("program", Some(&self.program)), ("input", Some(&self.input)), ("imports", Some(&self.imports))];
+        for (name, text) in texts.into_iter().chain([("expected", self.expected.as_ref())]) {
+            if let Some(text) = text {
+                if text.len() > MAX_TEXT_BYTES {
+                    return Err(format!("{name} is {} bytes, more than the {MAX_TEXT_BYTES}-byte limit", text.len()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The verdict on one job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Error,
+    Syntax,
+    Forbidden,
+    Timeout,
+    Memory,
+    OutputLimit,
+    Nondeterministic,
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Ok,
+        Status::Error,
+        Status::Syntax,
+        Status::Forbidden,
+        Status::Timeout,
+        Status::Memory,
+        Status::OutputLimit,
+        Status::Nondeterministic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::Syntax => "syntax",
+            Status::Forbidden => "forbidden",
+            Status::Timeout => "timeout",
+            Status::Memory => "memory",
+            Status::OutputLimit => "output_limit",
+            Status::Nondeterministic => "nondeterministic",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What running a job produced. `output` is `repr(f(<input>))` when the status is `ok`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: Status,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// Whether the result equals `expected`, when the job gave one and the program ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<bool>,
+    /// Seconds spent executing the job, all its runs together.
+    pub elapsed_s: f64,
+}
+
+/// How a job is isolated from the jobs run before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A fresh sandbox instance for every run of every job.
+    Strict,
+    /// One instance runs a group of jobs, each in a fresh namespace; it is replaced after the group,
+    /// after any failure the host sees and after any job that may have changed shared state.
+    Batch,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strict => "strict",
+            Mode::Batch => "batch",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "strict" => Ok(Mode::Strict),
+            "batch" => Ok(Mode::Batch),
+            other => Err(format!("mode must be 'strict' or 'batch', got '{other}'")),
+        }
+    }
+}
+
+/// Per-run resource limits.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+    pub max_output_bytes: u32,
+}
+
+pub const MIN_MEMORY_MB: u64 = 64;
+pub const MAX_MEMORY_MB: u64 = 4096;
+
+impl Limits {
+    pub fn new(timeout_s: f64, memory_mb: u64, max_output_bytes: u32) -> Result<Self, String> {
+        if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 3600.0) {
+            return Err(format!("timeout_s must be a number of seconds in (0, 3600], got {timeout_s}"));
+        }
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
+            return Err(format!(
+                "memory_mb must be between {MIN_MEMORY_MB} (the interpreter's own snapshot needs ~20 MiB) \
+                 and {MAX_MEMORY_MB} (the 32-bit guest's address space), got {memory_mb}"
+            ));
+        }
+        if max_output_bytes == 0 {
+            return Err("max_output_bytes must be positive".into());
+        }
+        Ok(Limits { timeout: Duration::from_secs_f64(timeout_s), memory_bytes: memory_mb << 20, max_output_bytes })
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout: Duration::from_secs(5), memory_bytes: 256 << 20, max_output_bytes: 1 << 16 }
+    }
+}

@@ -1,0 +1,316 @@
+//! The executor: a queue of tasks (chunks of a batch) served by workers, each driving one
+//! sandbox at a time, in a thread of this process or in a worker process of its own.
+
+use crate::error::{ExecutorError, Result};
+use crate::job::{Job, Limits, Mode, Outcome, Status};
+use crate::runtime::{runtime, Runtime, WORKER_STACK_BYTES};
+use crate::work;
+use crate::worker::{ProcessWorker, Request, Response, Setup};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::ffi::OsString;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The most workers one executor may have.
+pub const MAX_WORKERS: usize = 128;
+/// How often a waiting caller is given the chance to cancel, even when nothing finished.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Where sandboxes run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// In threads of this process.
+    Threads,
+    /// In worker processes started with this command (for example `azr-executor worker`): they
+    /// scale better across cores, and a crash takes down a worker rather than the caller.
+    Processes(Vec<OsString>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutorConfig {
+    pub workers: usize,
+    pub limits: Limits,
+    pub mode: Mode,
+    /// Jobs one instance runs in batch mode before it is replaced.
+    pub group_size: usize,
+    pub isolation: Isolation,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            workers: default_workers(),
+            limits: Limits::default(),
+            mode: Mode::Strict,
+            group_size: 64,
+            isolation: Isolation::Threads,
+        }
+    }
+}
+
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// What a progress observer wants the executor to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Cancel,
+}
+
+enum Task {
+    Jobs { batch: Arc<JobBatch>, range: Range<usize> },
+    Equal { batch: Arc<EqualBatch>, range: Range<usize> },
+}
+
+struct JobBatch {
+    jobs: Vec<Job>,
+    results: Sender<(usize, Outcome)>,
+    cancelled: AtomicBool,
+}
+
+struct EqualBatch {
+    pairs: Vec<(String, String)>,
+    results: Sender<(usize, bool)>,
+}
+
+/// How one worker runs a task.
+enum Backend {
+    Thread(&'static Runtime),
+    Process(ProcessWorker),
+}
+
+impl Backend {
+    fn run(&mut self, limits: Limits, mode: Mode, jobs: &[Job], cancelled: &AtomicBool) -> Vec<Outcome> {
+        match self {
+            Backend::Thread(runtime) => work::run_jobs(runtime, limits, mode, jobs, cancelled),
+            Backend::Process(worker) => match worker.call(&Request::Run(jobs.to_vec())) {
+                Ok(Response::Run(outcomes)) if outcomes.len() == jobs.len() => outcomes,
+                Ok(other) => failures(jobs.len(), &format!("the sandbox worker answered {other:?}")),
+                Err(reason) => failures(jobs.len(), &format!("{reason}; the job was not finished")),
+            },
+        }
+    }
+
+    fn compare(&mut self, limits: Limits, pairs: &[(String, String)]) -> Vec<bool> {
+        let answer = match self {
+            Backend::Thread(runtime) => return work::compare(runtime, limits, pairs),
+            Backend::Process(worker) => worker.call(&Request::Equal(pairs.to_vec())),
+        };
+        match answer {
+            Ok(Response::Equal(values)) if values.len() == pairs.len() => values,
+            _ => pairs.iter().map(|(a, b)| a.trim() == b.trim()).collect(),
+        }
+    }
+}
+
+fn failures(count: usize, reason: &str) -> Vec<Outcome> {
+    (0..count).map(|_| work::failed(Status::Error, reason.to_string(), 0.0)).collect()
+}
+
+pub struct Executor {
+    config: ExecutorConfig,
+    tasks: Option<Sender<Task>>,
+    workers: Vec<JoinHandle<()>>,
+    pids: Vec<Arc<Mutex<Option<u32>>>>,
+}
+
+impl Executor {
+    /// Start the workers (in thread mode, and on first use in the process, the sandbox runtime too).
+    pub fn new(config: ExecutorConfig) -> Result<Self> {
+        if !(1..=MAX_WORKERS).contains(&config.workers) {
+            return Err(ExecutorError::InvalidConfig(format!(
+                "workers must be between 1 and {MAX_WORKERS}, got {}",
+                config.workers
+            )));
+        }
+        if config.group_size == 0 {
+            return Err(ExecutorError::InvalidConfig("group_size must be positive".into()));
+        }
+        let backends = start_backends(&config)?;
+        let (tasks, queue) = crossbeam_channel::unbounded::<Task>();
+        let mut workers = Vec::with_capacity(backends.len());
+        let mut pids = Vec::with_capacity(backends.len());
+        for (index, backend) in backends.into_iter().enumerate() {
+            let queue = queue.clone();
+            let (limits, mode) = (config.limits, config.mode);
+            let pid = Arc::new(Mutex::new(None));
+            pids.push(Arc::clone(&pid));
+            let worker = std::thread::Builder::new()
+                .name(format!("azr-worker-{index}"))
+                .stack_size(WORKER_STACK_BYTES)
+                .spawn(move || serve_tasks(backend, limits, mode, &queue, &pid))
+                .map_err(|e| ExecutorError::InvalidConfig(format!("cannot start worker thread: {e}")))?;
+            workers.push(worker);
+        }
+        Ok(Executor { config, tasks: Some(tasks), workers, pids })
+    }
+
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    /// Process ids of the worker processes (empty in thread mode).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.pids.iter().filter_map(|pid| *pid.lock().unwrap_or_else(|p| p.into_inner())).collect()
+    }
+
+    /// Run `jobs`; outcomes come back in job order.
+    pub fn run(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>> {
+        self.run_observed(jobs, &mut |_, _| Control::Continue)
+    }
+
+    /// Like [`run`](Self::run), telling `observe(done, total)` after each finished job and at least
+    /// every 100 ms; returning [`Control::Cancel`] stops the batch (`Err(Cancelled)`).
+    pub fn run_observed(
+        &self,
+        jobs: Vec<Job>,
+        observe: &mut dyn FnMut(usize, usize) -> Control,
+    ) -> Result<Vec<Outcome>> {
+        for (index, job) in jobs.iter().enumerate() {
+            job.validate().map_err(|reason| ExecutorError::InvalidJob { index, reason })?;
+        }
+        let total = jobs.len();
+        let (results, finished) = crossbeam_channel::unbounded();
+        let batch = Arc::new(JobBatch { jobs, results, cancelled: AtomicBool::new(false) });
+        let chunk = self.chunk_size(total);
+        for start in (0..total).step_by(chunk) {
+            self.send(Task::Jobs { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; total];
+        let collected = collect(&finished, total, observe, |index, outcome| outcomes[index] = Some(outcome));
+        if collected.is_err() {
+            batch.cancelled.store(true, Ordering::Relaxed);
+        }
+        collected?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// AZR value equality for each pair of repr texts.
+    pub fn equal(&self, pairs: Vec<(String, String)>) -> Result<Vec<bool>> {
+        let total = pairs.len();
+        let (results, finished) = crossbeam_channel::unbounded();
+        let batch = Arc::new(EqualBatch { pairs, results });
+        let chunk = total.div_ceil(self.config.workers * 4).clamp(1, self.config.group_size);
+        for start in (0..total).step_by(chunk) {
+            self.send(Task::Equal { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
+        }
+        let mut equal = vec![false; total];
+        collect(&finished, total, &mut |_, _| Control::Continue, |index, value| equal[index] = value)?;
+        Ok(equal)
+    }
+
+    fn send(&self, task: Task) -> Result<()> {
+        self.tasks.as_ref().and_then(|tasks| tasks.send(task).ok()).ok_or(ExecutorError::WorkersGone)
+    }
+
+    /// Jobs per task: small in strict mode (balance), a group in batch mode, but never so large
+    /// that a few workers end up with all the work.
+    fn chunk_size(&self, total: usize) -> usize {
+        let balanced = total.div_ceil(self.config.workers * 4).max(1);
+        match self.config.mode {
+            Mode::Strict => balanced.min(8),
+            Mode::Batch => balanced.min(self.config.group_size),
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.tasks = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn start_backends(config: &ExecutorConfig) -> Result<Vec<Backend>> {
+    match &config.isolation {
+        Isolation::Threads => {
+            let runtime = runtime()?;
+            Ok((0..config.workers).map(|_| Backend::Thread(runtime)).collect())
+        }
+        Isolation::Processes(command) => {
+            let setup = Setup { limits: config.limits, mode: config.mode };
+            let spawn = || ProcessWorker::spawn(command.clone(), setup.clone()).map_err(ExecutorError::Guest);
+            // The first worker alone, so that on a machine's first use one process compiles the
+            // guest and the others load it from the cache.
+            let mut first = spawn()?;
+            first.wait_ready().map_err(ExecutorError::Guest)?;
+            let mut rest = (1..config.workers).map(|_| spawn()).collect::<Result<Vec<_>>>()?;
+            for worker in &mut rest {
+                worker.wait_ready().map_err(ExecutorError::Guest)?;
+            }
+            Ok(std::iter::once(first).chain(rest).map(Backend::Process).collect())
+        }
+    }
+}
+
+fn collect<T>(
+    finished: &Receiver<(usize, T)>,
+    total: usize,
+    observe: &mut dyn FnMut(usize, usize) -> Control,
+    mut store: impl FnMut(usize, T),
+) -> Result<()> {
+    let mut done = 0;
+    while done < total {
+        match finished.recv_timeout(PROGRESS_INTERVAL) {
+            Ok((index, value)) => {
+                store(index, value);
+                done += 1;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err(ExecutorError::WorkersGone),
+        }
+        if observe(done, total) == Control::Cancel {
+            return Err(ExecutorError::Cancelled);
+        }
+    }
+    Ok(())
+}
+
+fn serve_tasks(mut backend: Backend, limits: Limits, mode: Mode, queue: &Receiver<Task>, pid: &Mutex<Option<u32>>) {
+    let publish_pid = |backend: &Backend| {
+        if let Backend::Process(worker) = backend {
+            *pid.lock().unwrap_or_else(|p| p.into_inner()) = worker.pid();
+        }
+    };
+    publish_pid(&backend);
+    while let Ok(task) = queue.recv() {
+        match task {
+            Task::Jobs { batch, range } => {
+                if batch.cancelled.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let jobs = &batch.jobs[range.clone()];
+                let outcomes = catch_unwind(AssertUnwindSafe(|| backend.run(limits, mode, jobs, &batch.cancelled)))
+                    .unwrap_or_else(|panic| failures(jobs.len(), &format!("internal error: {}", panic_message(&panic))));
+                for (index, outcome) in range.zip(outcomes) {
+                    let _ = batch.results.send((index, outcome));
+                }
+            }
+            Task::Equal { batch, range } => {
+                let pairs = &batch.pairs[range.clone()];
+                let values = catch_unwind(AssertUnwindSafe(|| backend.compare(limits, pairs)))
+                    .unwrap_or_else(|_| pairs.iter().map(|(a, b)| a.trim() == b.trim()).collect());
+                for (index, value) in range.zip(values) {
+                    let _ = batch.results.send((index, value));
+                }
+            }
+        }
+        publish_pid(&backend);
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -1,0 +1,159 @@
+//! The process-wide sandbox runtime: one wasmtime `Engine` with the pooling allocator and
+//! copy-on-write memory images, the guest component linked once (`InstancePre`), and a ticker
+//! thread that drives epoch deadlines. Every executor in the process shares it.
+
+use crate::bindings::GuestPre;
+use crate::clock;
+use crate::error::{ExecutorError, Result};
+use crate::guest::{self, LoadReport};
+use crate::sandbox::HostState;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; deadlines are whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Native stack the guest may use: CPython's default recursion limit (1000 frames) through C
+/// wrappers such as `functools.lru_cache` needs a few MiB; the rest is headroom.
+pub const WASM_STACK_BYTES: usize = 32 << 20;
+/// Stack of a thread that runs guests: the wasm stack plus the host's own frames.
+pub const WORKER_STACK_BYTES: usize = WASM_STACK_BYTES + (8 << 20);
+/// Sandboxes alive at once in this process, across all executors (pool slots are reserved up front).
+pub const MAX_LIVE_SANDBOXES: usize = 128;
+/// Elements of the guest's largest function table (componentize-py's CPython has about 5,700).
+const TABLE_ELEMENTS: usize = 1 << 14;
+
+pub struct Runtime {
+    engine: Engine,
+    pre: GuestPre<HostState>,
+    slots: Slots,
+    load: LoadReport,
+}
+
+static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
+
+/// The runtime, started on first use (which may compile the guest, once per machine).
+pub fn runtime() -> Result<&'static Runtime> {
+    RUNTIME
+        .get_or_init(|| {
+            Runtime::start().map_err(|error| match error {
+                ExecutorError::Guest(reason) => reason,
+                other => other.to_string(),
+            })
+        })
+        .as_ref()
+        .map_err(|reason| ExecutorError::Guest(reason.clone()))
+}
+
+impl Runtime {
+    fn start() -> Result<Self> {
+        let engine = Engine::new(&engine_config())
+            .map_err(|e| ExecutorError::Guest(format!("cannot configure the wasm engine: {e}")))?;
+        let (component, load) = guest::load(&engine, &|path| {
+            eprintln!(
+                "azr-executor: compiling the sandbox guest for this machine (first use only, ~15 s); \
+                 caching it at {}",
+                path.display()
+            );
+        })?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| clock::link(&mut linker))
+            .map_err(|e| ExecutorError::Guest(format!("cannot link WASI: {e}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(GuestPre::new)
+            .map_err(|e| ExecutorError::Guest(format!("cannot link the guest: {e}")))?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("azr-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                ticker.increment_epoch();
+            })
+            .map_err(|e| ExecutorError::Guest(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Runtime { engine, pre, slots: Slots::new(MAX_LIVE_SANDBOXES), load })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn pre(&self) -> &GuestPre<HostState> {
+        &self.pre
+    }
+
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// Where the compiled guest came from and how long loading took.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.load
+    }
+}
+
+fn engine_config() -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let slots = u32::try_from(MAX_LIVE_SANDBOXES).unwrap_or(u32::MAX);
+    // componentize-py's component holds 14 core instances, one memory and three tables.
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 16)
+        .total_memories(slots * 2)
+        .total_tables(slots * 4)
+        .total_stacks(4)
+        .max_core_instances_per_component(16)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
+        .table_elements(TABLE_ELEMENTS)
+        .max_core_instance_size(1 << 20)
+        .max_component_instance_size(1 << 20)
+        .max_memory_size(crate::job::MAX_MEMORY_MB as usize * (1 << 20))
+        .linear_memory_keep_resident(std::env::var("AZR_KEEP").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0) << 20)
+        .table_keep_resident(std::env::var("AZR_TKEEP").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0) << 10)
+        .max_unused_warm_slots(std::env::var("AZR_WARM").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(100));
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(WASM_STACK_BYTES)
+        // Never used (calls are synchronous), but wasmtime requires it to cover the wasm stack.
+        .async_stack_size(WASM_STACK_BYTES + (1 << 20))
+        .memory_init_cow(true)
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// A counting semaphore over the pooling allocator's slots, so that many executors in one
+/// process wait for a slot instead of failing to instantiate.
+pub(crate) struct Slots {
+    free: Mutex<usize>,
+    returned: Condvar,
+}
+
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(count: usize) -> Self {
+        Slots { free: Mutex::new(count), returned: Condvar::new() }
+    }
+
+    pub(crate) fn acquire(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *free == 0 {
+            free = self.returned.wait(free).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *free += 1;
+        self.0.returned.notify_one();
+    }
+}
