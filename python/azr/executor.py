@@ -24,6 +24,10 @@ Status = Literal["ok", "error", "syntax", "forbidden", "timeout", "memory", "out
 STATUSES: tuple[Status, ...] = get_args(Status)
 Mode = Literal["strict", "batch"]
 MODES: tuple[Mode, ...] = get_args(Mode)
+Isolation = Literal["process", "thread"]
+ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
+# How the executor starts a worker process: this interpreter running the package's own CLI.
+WORKER_COMMAND = [sys.executable, "-m", "azr.executor_cli", "worker"]
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -79,6 +83,10 @@ class Outcome:
 class Executor:
     """A pool of sandbox workers. Construct once and reuse: the workers stay up between calls.
 
+    `mode="strict"` runs every run of every job in a fresh sandbox; `mode="batch"` lets one
+    sandbox run a group of jobs, each in a fresh namespace (faster; see the README for what it
+    shares). `isolation="process"` runs the sandboxes in worker processes (they scale better over
+    cores, and a crash stays there); `"thread"` runs them in threads of this process.
     The first executor of a machine compiles the sandbox guest (about 15 s, then cached).
     """
 
@@ -91,6 +99,7 @@ class Executor:
         *,
         max_output_bytes: int = 1 << 16,
         group_size: int = 64,
+        isolation: Isolation = "process",
     ) -> None:
         if workers is None:
             workers = _executor.DEFAULT_WORKERS
@@ -100,12 +109,15 @@ class Executor:
         _check_int("memory_mb", memory_mb, 64, 4096)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         _check_int("max_output_bytes", max_output_bytes, 1, 2**32 - 1)
         _check_int("group_size", group_size, 1, 1 << 20)
         self.workers = workers
         self.timeout_s = float(timeout_s)
         self.memory_mb = memory_mb
         self.mode: Mode = mode
+        self.isolation: Isolation = isolation
         self.max_output_bytes = max_output_bytes
         self._native = _executor.NativeExecutor(
             workers=workers,
@@ -114,7 +126,13 @@ class Executor:
             mode=mode,
             max_output_bytes=max_output_bytes,
             group_size=group_size,
+            worker_command=WORKER_COMMAND if isolation == "process" else None,
         )
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes (empty with `isolation="thread"`)."""
+        return list(self._native.worker_pids)
 
     def run(self, jobs: Iterable[Job], *, progress: ProgressCallback | bool | None = None) -> list[Outcome]:
         """Run `jobs` (all of them in parallel across the workers); outcomes come back in job order.
@@ -152,7 +170,7 @@ class Executor:
     def __repr__(self) -> str:
         return (
             f"Executor(workers={self.workers}, timeout_s={self.timeout_s}, memory_mb={self.memory_mb}, "
-            f"mode={self.mode!r})"
+            f"mode={self.mode!r}, isolation={self.isolation!r})"
         )
 
 

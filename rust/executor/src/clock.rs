@@ -53,25 +53,54 @@ impl Pollable for Elapsed {
 
 fn elapsed_pollable<T: ClockState>(state: &mut T) -> wasmtime::Result<Resource<DynPollable>> {
     let elapsed = state.resources().push(Elapsed)?;
-    Ok(subscribe(state.resources(), elapsed)?)
+    subscribe(state.resources(), elapsed)
 }
 
 /// Replace wasmtime-wasi's monotonic clock in `linker` with the virtual one.
 pub fn link<T: ClockState>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
-    clock.func_wrap("now", |mut store: StoreContextMut<'_, T>, (): ()| Ok((store.data_mut().clock().now(),)))?;
-    clock.func_wrap("resolution", |_store: StoreContextMut<'_, T>, (): ()| Ok((1u64,)))?;
-    clock.func_wrap("subscribe-instant", |mut store: StoreContextMut<'_, T>, (when,): (u64,)| {
-        let state = store.data_mut();
-        state.clock().sleep_until(when);
-        Ok((elapsed_pollable(state)?,))
+    clock.func_wrap("now", |mut store: StoreContextMut<'_, T>, (): ()| {
+        Ok((store.data_mut().clock().now(),))
     })?;
-    clock.func_wrap("subscribe-duration", |mut store: StoreContextMut<'_, T>, (duration,): (u64,)| {
-        let state = store.data_mut();
-        state.clock().sleep_for(duration);
-        Ok((elapsed_pollable(state)?,))
+    clock.func_wrap("resolution", |_store: StoreContextMut<'_, T>, (): ()| {
+        Ok((1u64,))
     })?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: StoreContextMut<'_, T>, (when,): (u64,)| {
+            let state = store.data_mut();
+            state.clock().sleep_until(when);
+            Ok((elapsed_pollable(state)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: StoreContextMut<'_, T>, (duration,): (u64,)| {
+            let state = store.data_mut();
+            state.clock().sleep_for(duration);
+            Ok((elapsed_pollable(state)?,))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VirtualClock;
+
+    #[test]
+    fn sleeping_moves_virtual_time_and_nothing_else_does() {
+        let mut clock = VirtualClock::new(1_000);
+        assert_eq!(clock.now(), 1_000);
+        clock.sleep_for(500);
+        assert_eq!(clock.now(), 1_500);
+        clock.sleep_until(1_200); // in the past: no change
+        assert_eq!(clock.now(), 1_500);
+        clock.sleep_until(9_000);
+        assert_eq!(clock.now(), 9_000);
+        clock.sleep_for(u64::MAX);
+        assert_eq!(clock.now(), u64::MAX);
+    }
 }

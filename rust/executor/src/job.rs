@@ -47,7 +47,13 @@ fn lines_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D
 
 impl Job {
     pub fn new(program: impl Into<String>, input: impl Into<String>) -> Self {
-        Job { program: program.into(), input: input.into(), imports: String::new(), expected: None, runs: 1 }
+        Job {
+            program: program.into(),
+            input: input.into(),
+            imports: String::new(),
+            expected: None,
+            runs: 1,
+        }
     }
 
     pub fn with_runs(mut self, runs: u32) -> Self {
@@ -63,13 +69,26 @@ impl Job {
     /// Why this job cannot be run at all (as opposed to running and failing), if it cannot.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_RUNS).contains(&self.runs) {
-            return Err(format!("runs must be between 1 and {MAX_RUNS}, got {}", self.runs));
+            return Err(format!(
+                "runs must be between 1 and {MAX_RUNS}, got {}",
+                self.runs
+            ));
         }
-        let texts = [("program", Some(&self.program)), ("input", Some(&self.input)), ("imports", Some(&self.imports))];
-        for (name, text) in texts.into_iter().chain([("expected", self.expected.as_ref())]) {
+        let texts = [
+            ("program", Some(&self.program)),
+            ("input", Some(&self.input)),
+            ("imports", Some(&self.imports)),
+        ];
+        for (name, text) in texts
+            .into_iter()
+            .chain([("expected", self.expected.as_ref())])
+        {
             if let Some(text) = text {
                 if text.len() > MAX_TEXT_BYTES {
-                    return Err(format!("{name} is {} bytes, more than the {MAX_TEXT_BYTES}-byte limit", text.len()));
+                    return Err(format!(
+                        "{name} is {} bytes, more than the {MAX_TEXT_BYTES}-byte limit",
+                        text.len()
+                    ));
                 }
             }
         }
@@ -181,7 +200,9 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 impl Limits {
     pub fn new(timeout_s: f64, memory_mb: u64, max_output_bytes: u32) -> Result<Self, String> {
         if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 3600.0) {
-            return Err(format!("timeout_s must be a number of seconds in (0, 3600], got {timeout_s}"));
+            return Err(format!(
+                "timeout_s must be a number of seconds in (0, 3600], got {timeout_s}"
+            ));
         }
         if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
             return Err(format!(
@@ -192,12 +213,65 @@ impl Limits {
         if max_output_bytes == 0 {
             return Err("max_output_bytes must be positive".into());
         }
-        Ok(Limits { timeout: Duration::from_secs_f64(timeout_s), memory_bytes: memory_mb << 20, max_output_bytes })
+        Ok(Limits {
+            timeout: Duration::from_secs_f64(timeout_s),
+            memory_bytes: memory_mb << 20,
+            max_output_bytes,
+        })
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout: Duration::from_secs(5), memory_bytes: 256 << 20, max_output_bytes: 1 << 16 }
+        Limits {
+            timeout: Duration::from_secs(5),
+            memory_bytes: 256 << 20,
+            max_output_bytes: 1 << 16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_accept_text_lines_or_null() {
+        let parse = |imports: &str| -> Job {
+            serde_json::from_str(&format!(r#"{{"program": "p", "input": "1", "imports": {imports}}}"#)).unwrap()
+        };
+        assert_eq!(parse(r#""import math""#).imports, "import math");
+        assert_eq!(parse(r#"["import math", "import re"]"#).imports, "import math\nimport re");
+        assert_eq!(parse("null").imports, "");
+        let bare: Job = serde_json::from_str(r#"{"program": "p", "input": "1"}"#).unwrap();
+        assert_eq!((bare.imports.as_str(), bare.runs, bare.expected), ("", 1, None));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(Job::new("p", "1").validate().is_ok());
+        assert_eq!(Job::new("p", "1").with_runs(0).validate().unwrap_err(), "runs must be between 1 and 16, got 0");
+        let huge = Job::new("x".repeat(MAX_TEXT_BYTES + 1), "1");
+        assert!(huge.validate().unwrap_err().starts_with("program is 4194305 bytes"));
+        let expected = Job::new("p", "1").with_expected("y".repeat(MAX_TEXT_BYTES + 1));
+        assert!(expected.validate().unwrap_err().starts_with("expected is"));
+    }
+
+    #[test]
+    fn limits_refuse_nonsense() {
+        assert!(Limits::new(5.0, 256, 1024).is_ok());
+        assert!(Limits::new(0.0, 256, 1024).unwrap_err().contains("timeout_s"));
+        assert!(Limits::new(f64::NAN, 256, 1024).unwrap_err().contains("timeout_s"));
+        assert!(Limits::new(5.0, 8, 1024).unwrap_err().contains("memory_mb"));
+        assert!(Limits::new(5.0, 256, 0).unwrap_err().contains("max_output_bytes"));
+    }
+
+    #[test]
+    fn statuses_and_modes_have_stable_names() {
+        let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["ok", "error", "syntax", "forbidden", "timeout", "memory", "output_limit", "nondeterministic"]);
+        assert_eq!(serde_json::to_string(&Status::OutputLimit).unwrap(), "\"output_limit\"");
+        assert_eq!("batch".parse::<Mode>(), Ok(Mode::Batch));
+        assert!("fast".parse::<Mode>().is_err());
     }
 }

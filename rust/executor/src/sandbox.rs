@@ -32,7 +32,10 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.resources }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.resources,
+        }
     }
 }
 
@@ -54,13 +57,23 @@ struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.limit;
         self.refused |= !allowed;
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= TABLE_LIMIT)
     }
 }
@@ -119,7 +132,10 @@ impl<'r> Sandbox<'r> {
         let state = HostState {
             wasi,
             resources: ResourceTable::new(),
-            memory: MemoryCap { limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX), refused: false },
+            memory: MemoryCap {
+                limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                refused: false,
+            },
             clock: VirtualClock::new(salt.wrapping_mul(1_000_000_007)),
             stderr,
         };
@@ -130,13 +146,20 @@ impl<'r> Sandbox<'r> {
             .pre()
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate the sandbox: {}", trap_message(&e)))?;
-        Ok(Sandbox { store, guest, limits, salt, _slot: slot })
+        Ok(Sandbox {
+            store,
+            guest,
+            limits,
+            salt,
+            _slot: slot,
+        })
     }
 
     /// Run one job. `reuse` says the sandbox may run more jobs afterwards, so the guest works out
     /// whether this one could have changed what they see.
     pub fn run(&mut self, job: &Job, reuse: bool) -> RunResult {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.limits.timeout));
         self.store.data_mut().memory.refused = false;
         let request = bindings::Job {
             program: job.program.clone(),
@@ -148,41 +171,62 @@ impl<'r> Sandbox<'r> {
             reuse,
         };
         match self.guest.call_run(&mut self.store, &request) {
-            Ok(outcome) if outcome.status == bindings::Status::Memory => RunResult {
-                status: Status::Memory,
-                output: None,
-                error: Some(format!(
-                    "{} (the sandbox's memory limit is {} MiB)",
-                    outcome.error.as_deref().unwrap_or("MemoryError").trim_end_matches(": "),
-                    self.limits.memory_bytes >> 20
-                )),
-                matches: None,
-                reusable: false,
-            },
-            Ok(outcome) => RunResult {
-                status: match outcome.status {
+            Ok(outcome) => {
+                let status = match outcome.status {
                     bindings::Status::Ok => Status::Ok,
                     bindings::Status::Error => Status::Error,
                     bindings::Status::Syntax => Status::Syntax,
                     bindings::Status::Forbidden => Status::Forbidden,
                     bindings::Status::Memory => Status::Memory,
                     bindings::Status::OutputLimit => Status::OutputLimit,
-                },
-                output: outcome.output,
-                error: outcome.error,
-                matches: outcome.matches,
-                reusable: !outcome.dirty,
-            },
+                };
+                // Once the cap refused memory, an error is the interpreter's view of that refusal
+                // (a MemoryError, or an exception garbled by an allocation that failed).
+                if status == Status::Memory
+                    || (status == Status::Error && self.store.data().memory.refused)
+                {
+                    let what = outcome
+                        .error
+                        .as_deref()
+                        .unwrap_or("MemoryError")
+                        .trim_end_matches(": ");
+                    let error = format!(
+                        "{what} (the sandbox's memory limit is {} MiB)",
+                        self.limits.memory_bytes >> 20
+                    );
+                    return RunResult {
+                        status: Status::Memory,
+                        output: None,
+                        error: Some(error),
+                        matches: None,
+                        reusable: false,
+                    };
+                }
+                RunResult {
+                    status,
+                    output: outcome.output,
+                    error: outcome.error,
+                    matches: outcome.matches,
+                    reusable: !outcome.dirty,
+                }
+            }
             Err(error) => {
                 let (status, error) = self.classify(&error);
-                RunResult { status, output: None, error: Some(error), matches: None, reusable: false }
+                RunResult {
+                    status,
+                    output: None,
+                    error: Some(error),
+                    matches: None,
+                    reusable: false,
+                }
             }
         }
     }
 
     /// AZR value equality of two repr texts. `Err` when the sandbox trapped (the instance is then spent).
     pub fn equal(&mut self, a: &str, b: &str) -> Result<bool, String> {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.limits.timeout));
         match self.guest.call_equal(&mut self.store, a, b) {
             Ok(Ok(equal)) => Ok(equal),
             Ok(Err(message)) => Err(message),
@@ -194,19 +238,36 @@ impl<'r> Sandbox<'r> {
         let state = self.store.data();
         let limit_mb = self.limits.memory_bytes >> 20;
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => {
-                (Status::Timeout, format!("exceeded the {:.3} s time limit", self.limits.timeout.as_secs_f64()))
-            }
-            _ if state.memory.refused => (Status::Memory, format!("exceeded the {limit_mb} MiB memory limit")),
-            Some(Trap::StackOverflow) => {
-                (Status::Error, "RecursionError: the sandbox's stack overflowed (recursion too deep)".into())
-            }
+            Some(Trap::Interrupt) => (
+                Status::Timeout,
+                format!(
+                    "exceeded the {:.3} s time limit",
+                    self.limits.timeout.as_secs_f64()
+                ),
+            ),
+            _ if state.memory.refused => (
+                Status::Memory,
+                format!("exceeded the {limit_mb} MiB memory limit"),
+            ),
+            Some(Trap::StackOverflow) => (
+                Status::Error,
+                "RecursionError: the sandbox's stack overflowed (recursion too deep)".into(),
+            ),
             _ => {
                 let stderr = state.stderr.contents();
-                let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(STDERR_TAIL_BYTES)..]);
+                let tail = String::from_utf8_lossy(
+                    &stderr[stderr.len().saturating_sub(STDERR_TAIL_BYTES)..],
+                );
                 let tail = tail.trim();
-                let detail = if tail.is_empty() { String::new() } else { format!("; the interpreter said: {tail}") };
-                (Status::Error, format!("the sandbox trapped: {}{detail}", trap_message(error)))
+                let detail = if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the interpreter said: {tail}")
+                };
+                (
+                    Status::Error,
+                    format!("the sandbox trapped: {}{detail}", trap_message(error)),
+                )
             }
         }
     }
@@ -215,13 +276,19 @@ impl<'r> Sandbox<'r> {
 fn trap_message(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
-        None => error.to_string().lines().next().unwrap_or_default().to_string(),
+        None => error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
 fn deadline_ticks(timeout: Duration) -> u64 {
+    // One tick more than the timeout, and far from overflowing when added to the current epoch.
     let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    u64::try_from(ticks).unwrap_or(u64::MAX - 1) + 1
+    u64::try_from(ticks).unwrap_or(u64::MAX).min(u64::MAX / 2) + 1
 }
 
 /// 64 bytes of a splitmix64 stream: distinct per salt and per purpose, identical across machines.
@@ -236,4 +303,25 @@ fn seed_bytes(salt: u64, purpose: u64) -> Vec<u8> {
             (z ^ (z >> 31)).to_le_bytes()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_cover_the_whole_timeout() {
+        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
+        assert_eq!(deadline_ticks(Duration::from_secs(5)), 1001);
+        assert_eq!(deadline_ticks(Duration::from_secs(u64::MAX)), u64::MAX / 2 + 1);
+    }
+
+    #[test]
+    fn seeds_differ_by_salt_and_purpose_and_are_stable() {
+        assert_eq!(seed_bytes(0, 1).len(), 64);
+        assert_eq!(seed_bytes(3, 1), seed_bytes(3, 1));
+        assert_ne!(seed_bytes(0, 1), seed_bytes(1, 1));
+        assert_ne!(seed_bytes(0, 1), seed_bytes(0, 2));
+    }
 }

@@ -43,8 +43,18 @@ _PUSH_NULL = _OP["PUSH_NULL"]
 _DATA_BUILDERS = {
     _OP[name]
     for name in (
-        "LOAD_CONST", "LOAD_SMALL_INT", "BUILD_LIST", "BUILD_TUPLE", "BUILD_SET", "BUILD_MAP",
-        "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE", "UNARY_NEGATIVE", "UNARY_INVERT", "BINARY_OP",
+        "LOAD_CONST",
+        "LOAD_SMALL_INT",
+        "BUILD_LIST",
+        "BUILD_TUPLE",
+        "BUILD_SET",
+        "BUILD_MAP",
+        "LIST_EXTEND",
+        "SET_UPDATE",
+        "DICT_UPDATE",
+        "UNARY_NEGATIVE",
+        "UNARY_INVERT",
+        "BINARY_OP",
     )
     if name in _OP
 }
@@ -190,6 +200,35 @@ def _is_own(program, code, instructions, position, slot):
     raise Unsettled
 
 
+def _follow_aliases(program, codes):
+    """Names assigned from an imported object (`c = collections`, `C = collections.Counter`) hold
+    it too; followed until nothing changes. A value the bytecode cannot trace (a call's result,
+    say) counts as the job's own."""
+    stores = [
+        (code, index)
+        for code in codes
+        if any(op in code.co_code[::2] for op in _LOCAL_STORES | _NAME_STORES)
+        for index, (op, _) in enumerate(program.instructions_of(code))
+        if op in _LOCAL_STORES or op in _NAME_STORES
+    ]
+    grew = True
+    while grew:
+        grew = False
+        for code, index in stores:
+            instructions = program.instructions_of(code)
+            op, arg = instructions[index]
+            name = code.co_names[arg] if op in _NAME_STORES else _local_name(code, arg)
+            if name in program.imported:
+                continue
+            try:
+                own = _is_own(program, code, instructions, *_producer(instructions, index, 0))
+            except Unsettled:
+                own = True
+            if not own:
+                program.imported.add(name)
+                grew = True
+
+
 def fast_check(code, reuse):
     """Check the compiled program. Raises `Rejection` for a forbidden construct and `Unsettled`
     when only the AST check can tell; otherwise returns `(shared_risk, bound_names)`.
@@ -206,6 +245,7 @@ def fast_check(code, reuse):
     program = _Program(codes)
     shared_risk = False
     if reuse:
+        _follow_aliases(program, codes)
         for current in codes:
             ops = current.co_code[::2]
             if not any(op in ops for op in _TARGET_DEPTH):
@@ -213,7 +253,9 @@ def fast_check(code, reuse):
             instructions = program.instructions_of(current)
             for index, (op, _) in enumerate(instructions):
                 depth = _TARGET_DEPTH.get(op)
-                if depth is not None and not _is_own(program, current, instructions, *_producer(instructions, index, depth)):
+                if depth is not None and not _is_own(
+                    program, current, instructions, *_producer(instructions, index, depth)
+                ):
                     shared_risk = True
     return shared_risk, program.bound()
 

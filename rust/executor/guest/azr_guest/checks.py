@@ -44,7 +44,7 @@ def check(trees, bound_elsewhere=frozenset()):
     bound in all; `bound_elsewhere` adds names the job binds in texts not given here. One walk
     collects what needs the complete set of bound names; the verdicts on those come after it.
     """
-    bound, imported, stores, calls = set(bound_elsewhere), set(), [], []
+    bound, imported, stores, calls, aliases = set(bound_elsewhere), set(), [], [], []
     shared_risk = False
     for tree in trees:
         for node in ast.walk(tree):
@@ -62,6 +62,11 @@ def check(trees, bound_elsewhere=frozenset()):
             elif kind is ast.Subscript:
                 if type(node.ctx) is not ast.Load:
                     stores.append(node)
+            elif kind is ast.Assign or kind is ast.AnnAssign or kind is ast.NamedExpr:
+                targets = node.targets if kind is ast.Assign else [node.target]
+                root = _root_name(node.value) if node.value is not None else None
+                if root is not None:
+                    aliases.extend((target.id, root) for target in targets if type(target) is ast.Name)
             elif kind is ast.Call:
                 if type(node.func) is ast.Name:
                     calls.append(node.func.id)
@@ -82,6 +87,7 @@ def check(trees, bound_elsewhere=frozenset()):
                     if kind is ast.Import and forbidden_module(alias.name):
                         raise refuse_import(alias.name)
                     imported.add((alias.asname or alias.name).split(".")[0])
+    _follow_aliases(imported, aliases)
     bound |= imported
     for name in calls:
         if name in FORBIDDEN_CALLS and name not in bound:
@@ -95,6 +101,18 @@ def check(trees, bound_elsewhere=frozenset()):
         if root is None or root in imported or root not in bound:
             shared_risk = True
     return shared_risk, bound
+
+
+def _follow_aliases(imported, aliases):
+    """Names assigned from an imported object (`c = collections`, `C = collections.Counter`) hold
+    it too; followed until nothing changes."""
+    grew = True
+    while grew:
+        grew = False
+        for target, root in aliases:
+            if root in imported and target not in imported:
+                imported.add(target)
+                grew = True
 
 
 def parse(source, mode, what):

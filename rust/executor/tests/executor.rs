@@ -1,0 +1,71 @@
+//! The executor end to end, in threads and in worker processes (this crate's own binary).
+
+use azr_executor::{Executor, ExecutorConfig, Isolation, Job, Limits, Mode, Status};
+
+fn executor(isolation: Isolation, mode: Mode) -> Executor {
+    let limits = Limits::new(2.0, 128, 1 << 16).unwrap();
+    Executor::new(ExecutorConfig { workers: 2, limits, mode, group_size: 8, isolation }).unwrap()
+}
+
+fn processes() -> Isolation {
+    Isolation::Processes(vec![env!("CARGO_BIN_EXE_azr-executor").into(), "worker".into()])
+}
+
+fn verdicts(executor: &Executor) -> Vec<(Status, Option<String>)> {
+    let jobs = vec![
+        Job::new("def f(a):\n    return a", "'Hello world'").with_runs(2),
+        Job::new("def f(a):\n    while True:\n        pass", "1"),
+        Job::new("def f(a):\n    return [0] * 10**8", "1"),
+        Job::new("import os\ndef f(a):\n    return 1", "1"),
+        Job::new("def f(a):\n    return id(object())", "1").with_runs(2),
+        Job::new("def f(a, b):\n    return a * b", "6, 7").with_expected("42"),
+    ];
+    executor.run(jobs).unwrap().into_iter().map(|o| (o.status, o.output)).collect()
+}
+
+#[test]
+fn threads_and_processes_give_the_same_verdicts() {
+    let expected = vec![
+        (Status::Ok, Some("'Hello world'".to_string())),
+        (Status::Timeout, None),
+        (Status::Memory, None),
+        (Status::Forbidden, None),
+        (Status::Nondeterministic, None),
+        (Status::Ok, Some("42".to_string())),
+    ];
+    for isolation in [Isolation::Threads, processes()] {
+        for mode in [Mode::Strict, Mode::Batch] {
+            assert_eq!(verdicts(&executor(isolation.clone(), mode)), expected, "{isolation:?} {mode:?}");
+        }
+    }
+}
+
+#[test]
+fn equal_compares_values() {
+    let executor = executor(processes(), Mode::Strict);
+    let pairs = vec![("[1, 2]".into(), "[1,2]".into()), ("{1, 2}".into(), "{2, 1}".into()), ("1".into(), "'1'".into())];
+    assert_eq!(executor.equal(pairs).unwrap(), [true, true, false]);
+}
+
+#[test]
+fn bad_settings_and_jobs_are_refused() {
+    let zero = ExecutorConfig { workers: 0, ..ExecutorConfig::default() };
+    assert!(Executor::new(zero).is_err());
+    let executor = executor(Isolation::Threads, Mode::Strict);
+    let error = executor.run(vec![Job::new("p", "1"), Job::new("p", "1").with_runs(99)]).unwrap_err();
+    assert_eq!(error.to_string(), "job 1: runs must be between 1 and 16, got 99");
+}
+
+#[test]
+fn a_missing_worker_program_is_a_clear_error() {
+    let limits = Limits::default();
+    let config = ExecutorConfig {
+        workers: 1,
+        limits,
+        mode: Mode::Strict,
+        group_size: 8,
+        isolation: Isolation::Processes(vec!["/nonexistent/azr-executor".into(), "worker".into()]),
+    };
+    let error = Executor::new(config).err().expect("no such program").to_string();
+    assert!(error.contains("cannot start the sandbox worker"), "{error}");
+}
