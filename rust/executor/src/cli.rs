@@ -42,6 +42,13 @@ enum Command {
     /// Serve sandbox requests on stdin/stdout (started by the executor itself, not by hand).
     #[command(hide = true)]
     Worker,
+    /// Hold N fresh sandboxes alive and print this process's private resident memory before and
+    /// after, as JSON (used by the benchmark to measure memory per live instance).
+    #[command(hide = true)]
+    MemoryProbe {
+        #[arg(default_value_t = 32)]
+        instances: usize,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +147,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, interrupted: &dyn Fn() -> 
     let result = match cli.command {
         Command::Run(args) => run(&args, interrupted),
         Command::Info => info(),
+        Command::MemoryProbe { instances } => memory_probe(instances),
         Command::Worker => crate::worker::serve(std::io::stdin().lock(), std::io::stdout().lock())
             .map(|()| 0)
             .context("the sandbox worker's connection failed"),
@@ -334,4 +342,40 @@ fn info() -> anyhow::Result<i32> {
     });
     println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(0)
+}
+
+fn memory_probe(instances: usize) -> anyhow::Result<i32> {
+    let runtime = runtime()?;
+    let limits = Limits::default();
+    // One instance first, so that what is shared by all of them is not counted per instance.
+    let _first = crate::sandbox::Sandbox::new(runtime, limits, 0).map_err(anyhow::Error::msg)?;
+    let before = resident_bytes()?;
+    let mut live = (0..instances)
+        .map(|salt| crate::sandbox::Sandbox::new(runtime, limits, salt as u64).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let fresh = resident_bytes()?;
+    let job = Job::new("def f(xs):\n    return sorted(set(xs))", "[3, 1, 2, 3]");
+    for sandbox in &mut live {
+        sandbox.run(&job, false);
+    }
+    let used = resident_bytes()?;
+    drop(live);
+    let per_instance = |after: u64| after.saturating_sub(before) / instances.max(1) as u64;
+    let report = serde_json::json!({"instances": instances, "rss_before": before, "rss_fresh": fresh,
+        "rss_after_a_job": used, "bytes_per_fresh_instance": per_instance(fresh),
+        "bytes_per_instance_after_a_job": per_instance(used)});
+    println!("{report}");
+    Ok(0)
+}
+
+/// Private resident memory (RssAnon): what each instance costs. VmRSS would count the shared
+/// copy-on-write image pages once per instance that maps them, though they exist once.
+fn resident_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssAnon:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no RssAnon in /proc/self/status")?;
+    Ok(kib * 1024)
 }

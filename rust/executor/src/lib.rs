@@ -26,7 +26,7 @@ mod pool;
 #[cfg(feature = "python")]
 mod python;
 mod runtime;
-mod sandbox;
+pub(crate) mod sandbox;
 mod work;
 pub mod worker;
 

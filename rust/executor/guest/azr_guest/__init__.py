@@ -54,14 +54,27 @@ def _describe(exc):
     return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "..."
 
 
+# Programs already compiled and checked by this instance. AZR runs one program on many inputs (an
+# induction task's ten, a proposal's solver checks), and a reused instance then compiles it once.
+_CHECKED = {}
+_CHECKED_LIMIT = 256
+
+
 def _check_program(source, reuse):
-    """Compile and check the program: the fast bytecode check, or the AST check when that cannot tell."""
-    code = compile_checked(source, "exec", "program")
-    try:
-        shared_risk, bound = fast_check(code, reuse)
-    except Unsettled:
-        shared_risk, bound = check([parse(source, "exec", "program")])
-    return code, shared_risk, bound
+    """Compile and check the program: the fast bytecode check, or the AST check when that cannot
+    tell. A rejection is not remembered: it costs no more the second time than the first."""
+    key = (source, reuse)
+    checked = _CHECKED.get(key)
+    if checked is None:
+        code = compile_checked(source, "exec", "program")
+        try:
+            shared_risk, bound = fast_check(code, reuse)
+        except Unsettled:
+            shared_risk, bound = check([parse(source, "exec", "program")])
+        if len(_CHECKED) >= _CHECKED_LIMIT:
+            _CHECKED.clear()
+        checked = _CHECKED[key] = (code, shared_risk, frozenset(bound))
+    return checked
 
 
 def _check_expression(text, what, bound):
