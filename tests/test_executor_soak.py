@@ -4,7 +4,6 @@ the program's own verdict (a leak or a broken sandbox would show in one or the o
 from __future__ import annotations
 
 import pytest
-
 from azr.bench.executor import load_workload, runnable, soak
 from azr.executor import Executor
 

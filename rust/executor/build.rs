@@ -25,25 +25,15 @@ fn main() {
     let dest = out_dir.join("azr_guest.wasm");
     let component = match env::var_os("AZR_GUEST_WASM") {
         Some(prebuilt) => {
-            println!(
-                "cargo:rerun-if-changed={}",
-                PathBuf::from(&prebuilt).display()
-            );
+            println!("cargo:rerun-if-changed={}", PathBuf::from(&prebuilt).display());
             PathBuf::from(prebuilt)
         }
         None => cached_or_built_guest(&out_dir),
     };
-    let bytes = fs::read(&component).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the guest component {}: {e}",
-            component.display()
-        )
-    });
+    let bytes =
+        fs::read(&component).unwrap_or_else(|e| panic!("cannot read the guest component {}: {e}", component.display()));
     fs::write(&dest, &bytes).expect("write the guest component into OUT_DIR");
-    println!(
-        "cargo:rustc-env=AZR_GUEST_SHA256={}",
-        hex(&Sha256::digest(&bytes))
-    );
+    println!("cargo:rustc-env=AZR_GUEST_SHA256={}", hex(&Sha256::digest(&bytes)));
 }
 
 /// The component for the current sources, from the cache shared by every profile of this target
@@ -53,27 +43,17 @@ fn cached_or_built_guest(out_dir: &Path) -> PathBuf {
     hasher.update(COMPONENTIZE_PY_VERSION);
     for source in guest_sources(Path::new(GUEST_DIR)) {
         hasher.update(source.to_string_lossy().as_bytes());
-        hasher.update(
-            fs::read(&source).unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display())),
-        );
+        hasher.update(fs::read(&source).unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display())));
     }
     let key = hex(&hasher.finalize());
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out; the cache sits beside the profiles.
-    let cache_dir = out_dir
-        .ancestors()
-        .nth(4)
-        .unwrap_or(out_dir)
-        .join("azr-guest-cache");
+    let cache_dir = out_dir.ancestors().nth(4).unwrap_or(out_dir).join("azr-guest-cache");
     let cached = cache_dir.join(format!("azr_guest-{}.wasm", &key[..16]));
     if cached.exists() {
         return cached;
     }
     fs::create_dir_all(&cache_dir).expect("create the guest cache directory");
-    let partial = cache_dir.join(format!(
-        ".azr_guest-{}.{}.partial",
-        &key[..16],
-        std::process::id()
-    ));
+    let partial = cache_dir.join(format!(".azr_guest-{}.{}.partial", &key[..16], std::process::id()));
     let guest_dir = Path::new(GUEST_DIR);
     let mut command = componentize_py();
     command
@@ -83,13 +63,8 @@ fn cached_or_built_guest(out_dir: &Path) -> PathBuf {
         .arg(guest_dir)
         .arg("-o")
         .arg(&partial);
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run componentize-py ({command:?}): {e}"));
-    assert!(
-        status.success(),
-        "componentize-py failed to build the guest ({status}); command: {command:?}"
-    );
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run componentize-py ({command:?}): {e}"));
+    assert!(status.success(), "componentize-py failed to build the guest ({status}); command: {command:?}");
     fs::rename(&partial, &cached).expect("move the built guest into the cache");
     cached
 }
@@ -97,16 +72,12 @@ fn cached_or_built_guest(out_dir: &Path) -> PathBuf {
 /// The harness and WIT files, in a stable order.
 fn guest_sources(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let entries =
-        fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     for entry in entries.map(|entry| entry.expect("read a guest directory entry")) {
         let path = entry.path();
         if path.is_dir() {
             found.extend(guest_sources(&path));
-        } else if path
-            .extension()
-            .is_some_and(|ext| ext == "py" || ext == "wit")
-        {
+        } else if path.extension().is_some_and(|ext| ext == "py" || ext == "wit") {
             found.push(path);
         }
     }
@@ -122,15 +93,10 @@ fn componentize_py() -> Command {
         candidates.push(Command::new(path));
     }
     candidates.push(Command::new("componentize-py"));
-    for python in [env::var_os("PYO3_PYTHON"), Some("python3".into())]
-        .into_iter()
-        .flatten()
-    {
+    for python in [env::var_os("PYO3_PYTHON"), Some("python3".into())].into_iter().flatten() {
         let mut command = Command::new(python);
-        command.args([
-            "-c",
-            "import sys; sys.argv[0] = 'componentize-py'; from componentize_py import script; script()",
-        ]);
+        command
+            .args(["-c", "import sys; sys.argv[0] = 'componentize-py'; from componentize_py import script; script()"]);
         candidates.push(command);
     }
     let mut found = Vec::new();
@@ -153,11 +119,7 @@ fn componentize_py() -> Command {
         "building the sandbox guest needs componentize-py {COMPONENTIZE_PY_VERSION}{}: run \
          `pip install componentize-py=={COMPONENTIZE_PY_VERSION}`, set COMPONENTIZE_PY to its \
          script, or set AZR_GUEST_WASM to a prebuilt guest component",
-        if found.is_empty() {
-            String::new()
-        } else {
-            format!(" (found {})", found.join(", "))
-        }
+        if found.is_empty() { String::new() } else { format!(" (found {})", found.join(", ")) }
     );
 }
 

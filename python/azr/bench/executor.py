@@ -18,7 +18,6 @@ import io
 import json
 import multiprocessing
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,8 +122,9 @@ def measure_native(programs: list[Program]) -> Measurement:
 def measure_pool(pool: multiprocessing.pool.Pool, workers: int, programs: list[Program]) -> Measurement:
     started = time.perf_counter()
     latencies = [seconds for _, seconds in pool.imap(native, programs, chunksize=1)]
-    return Measurement(f"warm process pool, exec per task ({workers} workers)", len(programs),
-                       time.perf_counter() - started, latencies)
+    return Measurement(
+        f"warm process pool, exec per task ({workers} workers)", len(programs), time.perf_counter() - started, latencies
+    )
 
 
 def measure_subprocess(workers: int, programs: list[Program]) -> Measurement:
@@ -138,22 +138,28 @@ def measure_subprocess(workers: int, programs: list[Program]) -> Measurement:
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as threads:
         latencies = list(threads.map(one, programs))
-    return Measurement(f"python -c per program ({workers} parallel)", len(programs),
-                       time.perf_counter() - started, latencies)
+    return Measurement(
+        f"python -c per program ({workers} parallel)", len(programs), time.perf_counter() - started, latencies
+    )
 
 
 def first_use_compile_seconds() -> float:
     """Compile the guest into an empty cache, as on a machine's first use."""
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "AZR_CACHE_DIR": cache}
-        result = subprocess.run([sys.executable, "-m", "azr.executor_cli", "info"], env=env, check=True,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "azr.executor_cli", "info"], env=env, check=True, capture_output=True, text=True
+        )
         return json.loads(result.stdout)["load_seconds"]
 
 
 def live_instance_memory(instances: int = 32) -> dict:
-    result = subprocess.run([sys.executable, "-m", "azr.executor_cli", "memory-probe", str(instances)],
-                            check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "azr.executor_cli", "memory-probe", str(instances)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(result.stdout)
 
 
@@ -175,11 +181,20 @@ def soak(executor: Executor, programs: list[Program], total: int, chunk: int = 5
         unexpected += sum((o.status, o.output) != verdicts[i] for o, i in zip(outcomes, indices, strict=True))
         done += len(indices)
         pids = ["self", *executor.worker_pids]
-        samples.append((done, sum(resident_kib(p, "VmRSS") for p in pids), sum(resident_kib(p, "RssAnon") for p in pids)))
-        print(f"  soak: {done:>7} programs, RSS {samples[-1][1] / 1024:7.1f} MiB "
-              f"(private {samples[-1][2] / 1024:7.1f} MiB)", file=sys.stderr)
-    return {"programs": total, "unexpected_outcomes": unexpected, "rss_mib": [round(s[1] / 1024, 1) for s in samples],
-            "private_mib": [round(s[2] / 1024, 1) for s in samples]}
+        samples.append(
+            (done, sum(resident_kib(p, "VmRSS") for p in pids), sum(resident_kib(p, "RssAnon") for p in pids))
+        )
+        print(
+            f"  soak: {done:>7} programs, RSS {samples[-1][1] / 1024:7.1f} MiB "
+            f"(private {samples[-1][2] / 1024:7.1f} MiB)",
+            file=sys.stderr,
+        )
+    return {
+        "programs": total,
+        "unexpected_outcomes": unexpected,
+        "rss_mib": [round(s[1] / 1024, 1) for s in samples],
+        "private_mib": [round(s[2] / 1024, 1) for s in samples],
+    }
 
 
 def median_measurement(runs: Sequence[Measurement]) -> Measurement:
@@ -188,7 +203,13 @@ def median_measurement(runs: Sequence[Measurement]) -> Measurement:
 
 
 def compare(
-    workload: str, programs: list[Program], strict: Executor, batch: Executor, pool, workers: int, reps: int,
+    workload: str,
+    programs: list[Program],
+    strict: Executor,
+    batch: Executor,
+    pool,
+    workers: int,
+    reps: int,
     subprocess_programs: int,
 ) -> list[Measurement]:
     """Every method on the same programs, interleaved `reps` times; the median run of each."""
@@ -218,21 +239,28 @@ def report(results: list[Measurement], workload: str, workers: int, reps: int) -
     ]
     for m in results:
         lines.append(
-            f"| {m.method} | {m.programs} | {m.rate:,.0f} | {m.percentile(0.5) * 1e3:.2f} | {m.percentile(0.99) * 1e3:.2f} "
-            f"| {strict.rate / m.rate:.2f} | {batch.rate / m.rate:.2f} |"
+            f"| {m.method} | {m.programs} | {m.rate:,.0f} | {m.percentile(0.5) * 1e3:.2f} "
+            f"| {m.percentile(0.99) * 1e3:.2f} | {strict.rate / m.rate:.2f} | {batch.rate / m.rate:.2f} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m azr.bench.executor", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=default_data_dir(), help="offline data folder (default ../shared/data)")
+    parser = argparse.ArgumentParser(
+        prog="python -m azr.bench.executor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=default_data_dir(), help="offline data folder (default ../shared/data)"
+    )
     parser.add_argument("--programs", type=int, default=2000, help="most programs to take from the workload")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per method")
-    parser.add_argument("--subprocess-programs", type=int, default=100, help="programs for the slow subprocess baseline")
-    parser.add_argument("--soak", type=int, default=0, metavar="N", help="also run N programs and follow resident memory")
+    parser.add_argument(
+        "--subprocess-programs", type=int, default=100, help="programs for the slow subprocess baseline"
+    )
+    parser.add_argument(
+        "--soak", type=int, default=0, metavar="N", help="also run N programs and follow resident memory"
+    )
     parser.add_argument("--skip-compile", action="store_true", help="do not measure the first-use compile time")
     args = parser.parse_args(argv)
 

@@ -103,8 +103,7 @@ pub enum IsolationArg {
 
 impl SandboxArgs {
     pub fn config(&self) -> anyhow::Result<ExecutorConfig> {
-        let limits = Limits::new(self.timeout, self.memory_mb, self.max_output_bytes)
-            .map_err(anyhow::Error::msg)?;
+        let limits = Limits::new(self.timeout, self.memory_mb, self.max_output_bytes).map_err(anyhow::Error::msg)?;
         let isolation = match self.isolation {
             IsolationArg::Thread => Isolation::Threads,
             IsolationArg::Process => Isolation::Processes(worker_command()?),
@@ -123,14 +122,14 @@ impl SandboxArgs {
 /// words; the Python package points it at its own interpreter), else this executable.
 fn worker_command() -> anyhow::Result<Vec<OsString>> {
     if let Some(command) = std::env::var_os("AZR_EXECUTOR_WORKER") {
-        let words: Vec<String> = serde_json::from_str(&command.to_string_lossy())
-            .context("AZR_EXECUTOR_WORKER must be a JSON list of strings, e.g. [\"/usr/bin/azr-executor\", \"worker\"]")?;
+        let words: Vec<String> = serde_json::from_str(&command.to_string_lossy()).context(
+            "AZR_EXECUTOR_WORKER must be a JSON list of strings, e.g. [\"/usr/bin/azr-executor\", \"worker\"]",
+        )?;
         if !words.is_empty() {
             return Ok(words.into_iter().map(OsString::from).collect());
         }
     }
-    let program =
-        std::env::current_exe().context("cannot find this executable to start workers")?;
+    let program = std::env::current_exe().context("cannot find this executable to start workers")?;
     Ok(vec![program.into_os_string(), "worker".into()])
 }
 
@@ -177,12 +176,9 @@ fn parse_line(text: &str) -> Result<(Job, Option<Value>), String> {
 fn read_input(path: &PathBuf) -> anyhow::Result<String> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read standard input")?;
+        std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
     } else {
-        text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     }
     Ok(text)
 }
@@ -201,10 +197,7 @@ fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
                 jobs.push(job);
                 lines.push(Line::Job { id });
             }
-            Err(error) => lines.push(Line::Invalid {
-                number: index + 1,
-                error,
-            }),
+            Err(error) => lines.push(Line::Invalid { number: index + 1, error }),
         }
     }
     let invalid: Vec<(usize, &str)> = lines
@@ -215,16 +208,10 @@ fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
         })
         .collect();
     for (number, error) in invalid.iter().take(SHOWN_INPUT_ERRORS) {
-        eprintln!(
-            "azr-executor: {}: line {number}: {error}",
-            args.input.display()
-        );
+        eprintln!("azr-executor: {}: line {number}: {error}", args.input.display());
     }
     if invalid.len() > SHOWN_INPUT_ERRORS {
-        eprintln!(
-            "azr-executor: ... and {} more invalid lines",
-            invalid.len() - SHOWN_INPUT_ERRORS
-        );
+        eprintln!("azr-executor: ... and {} more invalid lines", invalid.len() - SHOWN_INPUT_ERRORS);
     }
 
     let executor = Executor::new(config)?;
@@ -262,16 +249,11 @@ fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
-fn write_outcomes(
-    path: Option<&PathBuf>,
-    lines: &[Line],
-    outcomes: &[Outcome],
-) -> anyhow::Result<()> {
+fn write_outcomes(path: Option<&PathBuf>, lines: &[Line], outcomes: &[Outcome]) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = match path {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        ),
+        Some(path) => {
+            Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut sink = BufWriter::new(sink);
@@ -280,9 +262,7 @@ fn write_outcomes(
         let mut record = Map::new();
         match line {
             Line::Job { id } => {
-                let Some(outcome) = outcomes.next() else {
-                    bail!("fewer outcomes than jobs")
-                };
+                let Some(outcome) = outcomes.next() else { bail!("fewer outcomes than jobs") };
                 if let Some(id) = id {
                     record.insert("id".into(), id.clone());
                 }
@@ -308,21 +288,15 @@ fn summary(outcomes: &[Outcome], seconds: f64, config: &ExecutorConfig) -> Strin
     for outcome in outcomes {
         *counts.entry(outcome.status.as_str()).or_default() += 1;
     }
-    let by_status: Vec<String> = Status::ALL
-        .iter()
-        .filter_map(|status| counts.get(status.as_str()).map(|n| format!("{status} {n}")))
-        .collect();
+    let by_status: Vec<String> =
+        Status::ALL.iter().filter_map(|status| counts.get(status.as_str()).map(|n| format!("{status} {n}"))).collect();
     format!(
         "{} jobs in {seconds:.2} s ({:.0}/s, {} mode, {} workers): {}",
         outcomes.len(),
         outcomes.len() as f64 / seconds.max(1e-9),
         config.mode.as_str(),
         config.workers,
-        if by_status.is_empty() {
-            "nothing to run".into()
-        } else {
-            by_status.join(", ")
-        }
+        if by_status.is_empty() { "nothing to run".into() } else { by_status.join(", ") }
     )
 }
 

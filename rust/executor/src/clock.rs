@@ -60,28 +60,18 @@ fn elapsed_pollable<T: ClockState>(state: &mut T) -> wasmtime::Result<Resource<D
 pub fn link<T: ClockState>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
-    clock.func_wrap("now", |mut store: StoreContextMut<'_, T>, (): ()| {
-        Ok((store.data_mut().clock().now(),))
+    clock.func_wrap("now", |mut store: StoreContextMut<'_, T>, (): ()| Ok((store.data_mut().clock().now(),)))?;
+    clock.func_wrap("resolution", |_store: StoreContextMut<'_, T>, (): ()| Ok((1u64,)))?;
+    clock.func_wrap("subscribe-instant", |mut store: StoreContextMut<'_, T>, (when,): (u64,)| {
+        let state = store.data_mut();
+        state.clock().sleep_until(when);
+        Ok((elapsed_pollable(state)?,))
     })?;
-    clock.func_wrap("resolution", |_store: StoreContextMut<'_, T>, (): ()| {
-        Ok((1u64,))
+    clock.func_wrap("subscribe-duration", |mut store: StoreContextMut<'_, T>, (duration,): (u64,)| {
+        let state = store.data_mut();
+        state.clock().sleep_for(duration);
+        Ok((elapsed_pollable(state)?,))
     })?;
-    clock.func_wrap(
-        "subscribe-instant",
-        |mut store: StoreContextMut<'_, T>, (when,): (u64,)| {
-            let state = store.data_mut();
-            state.clock().sleep_until(when);
-            Ok((elapsed_pollable(state)?,))
-        },
-    )?;
-    clock.func_wrap(
-        "subscribe-duration",
-        |mut store: StoreContextMut<'_, T>, (duration,): (u64,)| {
-            let state = store.data_mut();
-            state.clock().sleep_for(duration);
-            Ok((elapsed_pollable(state)?,))
-        },
-    )?;
     linker.allow_shadowing(false);
     Ok(())
 }

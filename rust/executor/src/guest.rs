@@ -21,15 +21,13 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 
 /// Where compiled guests are cached: `$AZR_CACHE_DIR`, else `$XDG_CACHE_HOME/azr`, else `~/.cache/azr`.
 pub fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("AZR_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-                .unwrap_or_else(std::env::temp_dir)
-                .join("azr")
-        });
+    let base = std::env::var_os("AZR_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("azr")
+    });
     base.join("executor")
 }
 
@@ -62,11 +60,7 @@ pub fn load(engine: &Engine, on_compile: &dyn Fn(&Path)) -> Result<(Component, L
         // (the name says so); wasmtime checks the version and settings again on load, and a
         // failure falls through to a recompilation below.
         if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
-            let report = LoadReport {
-                path,
-                compiled_now: false,
-                seconds: started.elapsed().as_secs_f64(),
-            };
+            let report = LoadReport { path, compiled_now: false, seconds: started.elapsed().as_secs_f64() };
             return Ok((component, report));
         }
     }
@@ -75,19 +69,9 @@ pub fn load(engine: &Engine, on_compile: &dyn Fn(&Path)) -> Result<(Component, L
         .map_err(|e| ExecutorError::Guest(format!("compiling the guest component failed: {e}")))?;
     if let Err(e) = store(&path, &component) {
         // A read-only cache costs time on the next start, never correctness.
-        eprintln!(
-            "azr-executor: warning: could not cache the compiled guest at {}: {e}",
-            path.display()
-        );
+        eprintln!("azr-executor: warning: could not cache the compiled guest at {}: {e}", path.display());
     }
-    Ok((
-        component,
-        LoadReport {
-            path,
-            compiled_now: true,
-            seconds: started.elapsed().as_secs_f64(),
-        },
-    ))
+    Ok((component, LoadReport { path, compiled_now: true, seconds: started.elapsed().as_secs_f64() }))
 }
 
 fn store(path: &Path, component: &Component) -> std::result::Result<(), String> {

@@ -47,13 +47,7 @@ fn lines_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D
 
 impl Job {
     pub fn new(program: impl Into<String>, input: impl Into<String>) -> Self {
-        Job {
-            program: program.into(),
-            input: input.into(),
-            imports: String::new(),
-            expected: None,
-            runs: 1,
-        }
+        Job { program: program.into(), input: input.into(), imports: String::new(), expected: None, runs: 1 }
     }
 
     pub fn with_runs(mut self, runs: u32) -> Self {
@@ -69,26 +63,13 @@ impl Job {
     /// Why this job cannot be run at all (as opposed to running and failing), if it cannot.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_RUNS).contains(&self.runs) {
-            return Err(format!(
-                "runs must be between 1 and {MAX_RUNS}, got {}",
-                self.runs
-            ));
+            return Err(format!("runs must be between 1 and {MAX_RUNS}, got {}", self.runs));
         }
-        let texts = [
-            ("program", Some(&self.program)),
-            ("input", Some(&self.input)),
-            ("imports", Some(&self.imports)),
-        ];
-        for (name, text) in texts
-            .into_iter()
-            .chain([("expected", self.expected.as_ref())])
-        {
+        let texts = [("program", Some(&self.program)), ("input", Some(&self.input)), ("imports", Some(&self.imports))];
+        for (name, text) in texts.into_iter().chain([("expected", self.expected.as_ref())]) {
             if let Some(text) = text {
                 if text.len() > MAX_TEXT_BYTES {
-                    return Err(format!(
-                        "{name} is {} bytes, more than the {MAX_TEXT_BYTES}-byte limit",
-                        text.len()
-                    ));
+                    return Err(format!("{name} is {} bytes, more than the {MAX_TEXT_BYTES}-byte limit", text.len()));
                 }
             }
         }
@@ -200,9 +181,7 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 impl Limits {
     pub fn new(timeout_s: f64, memory_mb: u64, max_output_bytes: u32) -> Result<Self, String> {
         if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 3600.0) {
-            return Err(format!(
-                "timeout_s must be a number of seconds in (0, 3600], got {timeout_s}"
-            ));
+            return Err(format!("timeout_s must be a number of seconds in (0, 3600], got {timeout_s}"));
         }
         if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
             return Err(format!(
@@ -213,21 +192,13 @@ impl Limits {
         if max_output_bytes == 0 {
             return Err("max_output_bytes must be positive".into());
         }
-        Ok(Limits {
-            timeout: Duration::from_secs_f64(timeout_s),
-            memory_bytes: memory_mb << 20,
-            max_output_bytes,
-        })
+        Ok(Limits { timeout: Duration::from_secs_f64(timeout_s), memory_bytes: memory_mb << 20, max_output_bytes })
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            timeout: Duration::from_secs(5),
-            memory_bytes: 256 << 20,
-            max_output_bytes: 1 << 16,
-        }
+        Limits { timeout: Duration::from_secs(5), memory_bytes: 256 << 20, max_output_bytes: 1 << 16 }
     }
 }
 
@@ -269,7 +240,10 @@ mod tests {
     #[test]
     fn statuses_and_modes_have_stable_names() {
         let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["ok", "error", "syntax", "forbidden", "timeout", "memory", "output_limit", "nondeterministic"]);
+        assert_eq!(
+            names,
+            ["ok", "error", "syntax", "forbidden", "timeout", "memory", "output_limit", "nondeterministic"]
+        );
         assert_eq!(serde_json::to_string(&Status::OutputLimit).unwrap(), "\"output_limit\"");
         assert_eq!("batch".parse::<Mode>(), Ok(Mode::Batch));
         assert!("fast".parse::<Mode>().is_err());

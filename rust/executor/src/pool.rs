@@ -53,9 +53,7 @@ impl Default for ExecutorConfig {
 }
 
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// What a progress observer wants the executor to do next.
@@ -66,14 +64,8 @@ pub enum Control {
 }
 
 enum Task {
-    Jobs {
-        batch: Arc<JobBatch>,
-        range: Range<usize>,
-    },
-    Equal {
-        batch: Arc<EqualBatch>,
-        range: Range<usize>,
-    },
+    Jobs { batch: Arc<JobBatch>, range: Range<usize> },
+    Equal { batch: Arc<EqualBatch>, range: Range<usize> },
 }
 
 struct JobBatch {
@@ -94,21 +86,12 @@ enum Backend {
 }
 
 impl Backend {
-    fn run(
-        &mut self,
-        limits: Limits,
-        mode: Mode,
-        jobs: &[Job],
-        cancelled: &AtomicBool,
-    ) -> Vec<Outcome> {
+    fn run(&mut self, limits: Limits, mode: Mode, jobs: &[Job], cancelled: &AtomicBool) -> Vec<Outcome> {
         match self {
             Backend::Thread(runtime) => work::run_jobs(runtime, limits, mode, jobs, cancelled),
             Backend::Process(worker) => match worker.call(&Request::Run(jobs.to_vec())) {
                 Ok(Response::Run(outcomes)) if outcomes.len() == jobs.len() => outcomes,
-                Ok(other) => failures(
-                    jobs.len(),
-                    &format!("the sandbox worker answered {other:?}"),
-                ),
+                Ok(other) => failures(jobs.len(), &format!("the sandbox worker answered {other:?}")),
                 Err(reason) => failures(jobs.len(), &format!("{reason}; the job was not finished")),
             },
         }
@@ -136,9 +119,7 @@ impl Backend {
 }
 
 fn failures(count: usize, reason: &str) -> Vec<Outcome> {
-    (0..count)
-        .map(|_| work::failed(Status::Error, reason.to_string(), 0.0))
-        .collect()
+    (0..count).map(|_| work::failed(Status::Error, reason.to_string(), 0.0)).collect()
 }
 
 pub struct Executor {
@@ -158,9 +139,7 @@ impl Executor {
             )));
         }
         if config.group_size == 0 {
-            return Err(ExecutorError::InvalidConfig(
-                "group_size must be positive".into(),
-            ));
+            return Err(ExecutorError::InvalidConfig("group_size must be positive".into()));
         }
         let backends = start_backends(&config)?;
         let (tasks, queue) = crossbeam_channel::unbounded::<Task>();
@@ -175,17 +154,10 @@ impl Executor {
                 .name(format!("azr-worker-{index}"))
                 .stack_size(WORKER_STACK_BYTES)
                 .spawn(move || serve_tasks(backend, limits, mode, &queue, &pid))
-                .map_err(|e| {
-                    ExecutorError::InvalidConfig(format!("cannot start worker thread: {e}"))
-                })?;
+                .map_err(|e| ExecutorError::InvalidConfig(format!("cannot start worker thread: {e}")))?;
             workers.push(worker);
         }
-        Ok(Executor {
-            config,
-            tasks: Some(tasks),
-            workers,
-            pids,
-        })
+        Ok(Executor { config, tasks: Some(tasks), workers, pids })
     }
 
     pub fn config(&self) -> &ExecutorConfig {
@@ -194,10 +166,7 @@ impl Executor {
 
     /// Process ids of the worker processes (empty in thread mode).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.pids
-            .iter()
-            .filter_map(|pid| *pid.lock().unwrap_or_else(|p| p.into_inner()))
-            .collect()
+        self.pids.iter().filter_map(|pid| *pid.lock().unwrap_or_else(|p| p.into_inner())).collect()
     }
 
     /// Run `jobs`; outcomes come back in job order.
@@ -213,27 +182,17 @@ impl Executor {
         observe: &mut dyn FnMut(usize, usize) -> Control,
     ) -> Result<Vec<Outcome>> {
         for (index, job) in jobs.iter().enumerate() {
-            job.validate()
-                .map_err(|reason| ExecutorError::InvalidJob { index, reason })?;
+            job.validate().map_err(|reason| ExecutorError::InvalidJob { index, reason })?;
         }
         let total = jobs.len();
         let (results, finished) = crossbeam_channel::unbounded();
-        let batch = Arc::new(JobBatch {
-            jobs,
-            results,
-            cancelled: AtomicBool::new(false),
-        });
+        let batch = Arc::new(JobBatch { jobs, results, cancelled: AtomicBool::new(false) });
         let chunk = self.chunk_size(total);
         for start in (0..total).step_by(chunk) {
-            self.send(Task::Jobs {
-                batch: Arc::clone(&batch),
-                range: start..(start + chunk).min(total),
-            })?;
+            self.send(Task::Jobs { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
         }
         let mut outcomes: Vec<Option<Outcome>> = vec![None; total];
-        let collected = collect(&finished, total, observe, |index, outcome| {
-            outcomes[index] = Some(outcome)
-        });
+        let collected = collect(&finished, total, observe, |index, outcome| outcomes[index] = Some(outcome));
         if collected.is_err() {
             batch.cancelled.store(true, Ordering::Relaxed);
         }
@@ -246,30 +205,17 @@ impl Executor {
         let total = pairs.len();
         let (results, finished) = crossbeam_channel::unbounded();
         let batch = Arc::new(EqualBatch { pairs, results });
-        let chunk = total
-            .div_ceil(self.config.workers * 4)
-            .clamp(1, self.config.group_size);
+        let chunk = total.div_ceil(self.config.workers * 4).clamp(1, self.config.group_size);
         for start in (0..total).step_by(chunk) {
-            self.send(Task::Equal {
-                batch: Arc::clone(&batch),
-                range: start..(start + chunk).min(total),
-            })?;
+            self.send(Task::Equal { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
         }
         let mut equal = vec![false; total];
-        collect(
-            &finished,
-            total,
-            &mut |_, _| Control::Continue,
-            |index, value| equal[index] = value,
-        )?;
+        collect(&finished, total, &mut |_, _| Control::Continue, |index, value| equal[index] = value)?;
         Ok(equal)
     }
 
     fn send(&self, task: Task) -> Result<()> {
-        self.tasks
-            .as_ref()
-            .and_then(|tasks| tasks.send(task).ok())
-            .ok_or(ExecutorError::WorkersGone)
+        self.tasks.as_ref().and_then(|tasks| tasks.send(task).ok()).ok_or(ExecutorError::WorkersGone)
     }
 
     /// Jobs per task: small in strict mode (balance), a group in batch mode, but never so large
@@ -296,32 +242,20 @@ fn start_backends(config: &ExecutorConfig) -> Result<Vec<Backend>> {
     match &config.isolation {
         Isolation::Threads => {
             let runtime = runtime()?;
-            Ok((0..config.workers)
-                .map(|_| Backend::Thread(runtime))
-                .collect())
+            Ok((0..config.workers).map(|_| Backend::Thread(runtime)).collect())
         }
         Isolation::Processes(command) => {
-            let setup = Setup {
-                limits: config.limits,
-                mode: config.mode,
-            };
-            let spawn = || {
-                ProcessWorker::spawn(command.clone(), setup.clone()).map_err(ExecutorError::Guest)
-            };
+            let setup = Setup { limits: config.limits, mode: config.mode };
+            let spawn = || ProcessWorker::spawn(command.clone(), setup.clone()).map_err(ExecutorError::Guest);
             // The first worker alone, so that on a machine's first use one process compiles the
             // guest and the others load it from the cache.
             let mut first = spawn()?;
             first.wait_ready().map_err(ExecutorError::Guest)?;
-            let mut rest = (1..config.workers)
-                .map(|_| spawn())
-                .collect::<Result<Vec<_>>>()?;
+            let mut rest = (1..config.workers).map(|_| spawn()).collect::<Result<Vec<_>>>()?;
             for worker in &mut rest {
                 worker.wait_ready().map_err(ExecutorError::Guest)?;
             }
-            Ok(std::iter::once(first)
-                .chain(rest)
-                .map(Backend::Process)
-                .collect())
+            Ok(std::iter::once(first).chain(rest).map(Backend::Process).collect())
         }
     }
 }
@@ -349,13 +283,7 @@ fn collect<T>(
     Ok(())
 }
 
-fn serve_tasks(
-    mut backend: Backend,
-    limits: Limits,
-    mode: Mode,
-    queue: &Receiver<Task>,
-    pid: &Mutex<Option<u32>>,
-) {
+fn serve_tasks(mut backend: Backend, limits: Limits, mode: Mode, queue: &Receiver<Task>, pid: &Mutex<Option<u32>>) {
     while let Ok(task) = queue.recv() {
         match task {
             Task::Jobs { batch, range } => {
@@ -363,15 +291,10 @@ fn serve_tasks(
                     continue;
                 }
                 let jobs = &batch.jobs[range.clone()];
-                let outcomes = catch_unwind(AssertUnwindSafe(|| {
-                    backend.run(limits, mode, jobs, &batch.cancelled)
-                }))
-                .unwrap_or_else(|panic| {
-                    failures(
-                        jobs.len(),
-                        &format!("internal error: {}", panic_message(&panic)),
-                    )
-                });
+                let outcomes = catch_unwind(AssertUnwindSafe(|| backend.run(limits, mode, jobs, &batch.cancelled)))
+                    .unwrap_or_else(|panic| {
+                        failures(jobs.len(), &format!("internal error: {}", panic_message(&panic)))
+                    });
                 for (index, outcome) in range.zip(outcomes) {
                     let _ = batch.results.send((index, outcome));
                 }

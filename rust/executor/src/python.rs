@@ -14,19 +14,11 @@ use std::ffi::OsString;
 /// (program, input, imports, expected, runs)
 type JobTuple = (String, String, String, Option<String>, u32);
 /// (status, output, error, elapsed_s, matches)
-type OutcomeTuple = (
-    &'static str,
-    Option<String>,
-    Option<String>,
-    f64,
-    Option<bool>,
-);
+type OutcomeTuple = (&'static str, Option<String>, Option<String>, f64, Option<bool>);
 
 fn to_py(error: ExecutorError) -> PyErr {
     match error {
-        ExecutorError::InvalidJob { .. } | ExecutorError::InvalidConfig(_) => {
-            PyValueError::new_err(error.to_string())
-        }
+        ExecutorError::InvalidJob { .. } | ExecutorError::InvalidConfig(_) => PyValueError::new_err(error.to_string()),
         ExecutorError::Guest(_) | ExecutorError::Cancelled | ExecutorError::WorkersGone => {
             PyRuntimeError::new_err(error.to_string())
         }
@@ -54,22 +46,13 @@ impl NativeExecutor {
         group_size: usize,
         worker_command: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let limits =
-            Limits::new(timeout_s, memory_mb, max_output_bytes).map_err(PyValueError::new_err)?;
+        let limits = Limits::new(timeout_s, memory_mb, max_output_bytes).map_err(PyValueError::new_err)?;
         let mode: Mode = mode.parse().map_err(PyValueError::new_err)?;
         let isolation = match worker_command {
-            Some(command) => {
-                Isolation::Processes(command.into_iter().map(OsString::from).collect())
-            }
+            Some(command) => Isolation::Processes(command.into_iter().map(OsString::from).collect()),
             None => Isolation::Threads,
         };
-        let config = ExecutorConfig {
-            workers,
-            limits,
-            mode,
-            group_size,
-            isolation,
-        };
+        let config = ExecutorConfig { workers, limits, mode, group_size, isolation };
         let inner = py.detach(|| Executor::new(config)).map_err(to_py)?;
         Ok(NativeExecutor { inner })
     }
@@ -77,21 +60,10 @@ impl NativeExecutor {
     /// Run jobs and return outcome tuples in job order. `progress(done, total)` is called from
     /// this thread as jobs finish; an exception it raises (or Ctrl-C) stops the batch.
     #[pyo3(signature = (jobs, progress=None))]
-    fn run(
-        &self,
-        py: Python<'_>,
-        jobs: Vec<JobTuple>,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<Vec<OutcomeTuple>> {
+    fn run(&self, py: Python<'_>, jobs: Vec<JobTuple>, progress: Option<Py<PyAny>>) -> PyResult<Vec<OutcomeTuple>> {
         let jobs: Vec<Job> = jobs
             .into_iter()
-            .map(|(program, input, imports, expected, runs)| Job {
-                program,
-                input,
-                imports,
-                expected,
-                runs,
-            })
+            .map(|(program, input, imports, expected, runs)| Job { program, input, imports, expected, runs })
             .collect();
         let mut failure: Option<PyErr> = None;
         let mut reported = usize::MAX;
@@ -99,9 +71,7 @@ impl NativeExecutor {
             self.inner.run_observed(jobs, &mut |done, total| {
                 Python::attach(|py| {
                     let checked = py.check_signals().and_then(|()| match &progress {
-                        Some(callback) if done != reported => {
-                            callback.call1(py, (done, total)).map(drop)
-                        }
+                        Some(callback) if done != reported => callback.call1(py, (done, total)).map(drop),
                         _ => Ok(()),
                     });
                     reported = done;
@@ -121,15 +91,7 @@ impl NativeExecutor {
         let outcomes = result.map_err(to_py)?;
         Ok(outcomes
             .into_iter()
-            .map(|outcome| {
-                (
-                    outcome.status.as_str(),
-                    outcome.output,
-                    outcome.error,
-                    outcome.elapsed_s,
-                    outcome.matches,
-                )
-            })
+            .map(|outcome| (outcome.status.as_str(), outcome.output, outcome.error, outcome.elapsed_s, outcome.matches))
             .collect())
     }
 
@@ -153,11 +115,7 @@ impl NativeExecutor {
 /// The `azr-executor` command line, run in this process; returns its exit code.
 #[pyfunction]
 fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
-    py.detach(|| {
-        cli::main(argv.into_iter().map(OsString::from), &|| {
-            Python::attach(|py| py.check_signals().is_err())
-        })
-    })
+    py.detach(|| cli::main(argv.into_iter().map(OsString::from), &|| Python::attach(|py| py.check_signals().is_err())))
 }
 
 #[pymodule]

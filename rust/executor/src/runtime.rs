@@ -73,12 +73,7 @@ impl Runtime {
                 ticker.increment_epoch();
             })
             .map_err(|e| ExecutorError::Guest(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Runtime {
-            engine,
-            pre,
-            slots: Slots::new(MAX_LIVE_SANDBOXES),
-            load,
-        })
+        Ok(Runtime { engine, pre, slots: Slots::new(MAX_LIVE_SANDBOXES), load })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -116,25 +111,10 @@ fn engine_config() -> Config {
         .max_component_instance_size(1 << 20)
         .max_memory_size(crate::job::MAX_MEMORY_MB as usize * (1 << 20))
         .linear_memory_keep_resident(
-            std::env::var("AZR_KEEP")
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0)
-                << 20,
+            std::env::var("AZR_KEEP").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0) << 20,
         )
-        .table_keep_resident(
-            std::env::var("AZR_TKEEP")
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0)
-                << 10,
-        )
-        .max_unused_warm_slots(
-            std::env::var("AZR_WARM")
-                .ok()
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(100),
-        );
+        .table_keep_resident(std::env::var("AZR_TKEEP").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0) << 10)
+        .max_unused_warm_slots(std::env::var("AZR_WARM").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(100));
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -159,22 +139,13 @@ pub(crate) struct Slot<'a>(&'a Slots);
 
 impl Slots {
     fn new(count: usize) -> Self {
-        Slots {
-            free: Mutex::new(count),
-            returned: Condvar::new(),
-        }
+        Slots { free: Mutex::new(count), returned: Condvar::new() }
     }
 
     pub(crate) fn acquire(&self) -> Slot<'_> {
-        let mut free = self
-            .free
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         while *free == 0 {
-            free = self
-                .returned
-                .wait(free)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            free = self.returned.wait(free).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         *free -= 1;
         Slot(self)
@@ -183,11 +154,7 @@ impl Slots {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut free = self
-            .0
-            .free
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut free = self.0.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *free += 1;
         self.0.returned.notify_one();
     }

@@ -32,10 +32,7 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.resources,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.resources }
     }
 }
 
@@ -57,23 +54,13 @@ struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = desired <= self.limit;
         self.refused |= !allowed;
         Ok(allowed)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= TABLE_LIMIT)
     }
 }
@@ -132,10 +119,7 @@ impl<'r> Sandbox<'r> {
         let state = HostState {
             wasi,
             resources: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-                refused: false,
-            },
+            memory: MemoryCap { limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX), refused: false },
             clock: VirtualClock::new(salt.wrapping_mul(1_000_000_007)),
             stderr,
         };
@@ -146,20 +130,13 @@ impl<'r> Sandbox<'r> {
             .pre()
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate the sandbox: {}", trap_message(&e)))?;
-        Ok(Sandbox {
-            store,
-            guest,
-            limits,
-            salt,
-            _slot: slot,
-        })
+        Ok(Sandbox { store, guest, limits, salt, _slot: slot })
     }
 
     /// Run one job. `reuse` says the sandbox may run more jobs afterwards, so the guest works out
     /// whether this one could have changed what they see.
     pub fn run(&mut self, job: &Job, reuse: bool) -> RunResult {
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
         self.store.data_mut().memory.refused = false;
         let request = bindings::Job {
             program: job.program.clone(),
@@ -182,18 +159,10 @@ impl<'r> Sandbox<'r> {
                 };
                 // Once the cap refused memory, an error is the interpreter's view of that refusal
                 // (a MemoryError, or an exception garbled by an allocation that failed).
-                if status == Status::Memory
-                    || (status == Status::Error && self.store.data().memory.refused)
-                {
-                    let what = outcome
-                        .error
-                        .as_deref()
-                        .unwrap_or("MemoryError")
-                        .trim_end_matches(": ");
-                    let error = format!(
-                        "{what} (the sandbox's memory limit is {} MiB)",
-                        self.limits.memory_bytes >> 20
-                    );
+                if status == Status::Memory || (status == Status::Error && self.store.data().memory.refused) {
+                    let what = outcome.error.as_deref().unwrap_or("MemoryError").trim_end_matches(": ");
+                    let error =
+                        format!("{what} (the sandbox's memory limit is {} MiB)", self.limits.memory_bytes >> 20);
                     return RunResult {
                         status: Status::Memory,
                         output: None,
@@ -212,21 +181,14 @@ impl<'r> Sandbox<'r> {
             }
             Err(error) => {
                 let (status, error) = self.classify(&error);
-                RunResult {
-                    status,
-                    output: None,
-                    error: Some(error),
-                    matches: None,
-                    reusable: false,
-                }
+                RunResult { status, output: None, error: Some(error), matches: None, reusable: false }
             }
         }
     }
 
     /// AZR value equality of two repr texts. `Err` when the sandbox trapped (the instance is then spent).
     pub fn equal(&mut self, a: &str, b: &str) -> Result<bool, String> {
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
         match self.guest.call_equal(&mut self.store, a, b) {
             Ok(Ok(equal)) => Ok(equal),
             Ok(Err(message)) => Err(message),
@@ -238,36 +200,19 @@ impl<'r> Sandbox<'r> {
         let state = self.store.data();
         let limit_mb = self.limits.memory_bytes >> 20;
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => (
-                Status::Timeout,
-                format!(
-                    "exceeded the {:.3} s time limit",
-                    self.limits.timeout.as_secs_f64()
-                ),
-            ),
-            _ if state.memory.refused => (
-                Status::Memory,
-                format!("exceeded the {limit_mb} MiB memory limit"),
-            ),
-            Some(Trap::StackOverflow) => (
-                Status::Error,
-                "RecursionError: the sandbox's stack overflowed (recursion too deep)".into(),
-            ),
+            Some(Trap::Interrupt) => {
+                (Status::Timeout, format!("exceeded the {:.3} s time limit", self.limits.timeout.as_secs_f64()))
+            }
+            _ if state.memory.refused => (Status::Memory, format!("exceeded the {limit_mb} MiB memory limit")),
+            Some(Trap::StackOverflow) => {
+                (Status::Error, "RecursionError: the sandbox's stack overflowed (recursion too deep)".into())
+            }
             _ => {
                 let stderr = state.stderr.contents();
-                let tail = String::from_utf8_lossy(
-                    &stderr[stderr.len().saturating_sub(STDERR_TAIL_BYTES)..],
-                );
+                let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(STDERR_TAIL_BYTES)..]);
                 let tail = tail.trim();
-                let detail = if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!("; the interpreter said: {tail}")
-                };
-                (
-                    Status::Error,
-                    format!("the sandbox trapped: {}{detail}", trap_message(error)),
-                )
+                let detail = if tail.is_empty() { String::new() } else { format!("; the interpreter said: {tail}") };
+                (Status::Error, format!("the sandbox trapped: {}{detail}", trap_message(error)))
             }
         }
     }
@@ -276,12 +221,7 @@ impl<'r> Sandbox<'r> {
 fn trap_message(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
-        None => error
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        None => error.to_string().lines().next().unwrap_or_default().to_string(),
     }
 }
 

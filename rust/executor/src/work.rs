@@ -37,32 +37,20 @@ pub fn run_jobs(
     cancelled: &AtomicBool,
 ) -> Vec<Outcome> {
     match mode {
-        Mode::Strict => jobs
-            .iter()
-            .map(|job| run_strict(runtime, limits, job, cancelled))
-            .collect(),
+        Mode::Strict => jobs.iter().map(|job| run_strict(runtime, limits, job, cancelled)).collect(),
         Mode::Batch => run_group(runtime, limits, jobs),
     }
 }
 
 /// Every run of `job` in its own fresh instance.
-fn run_strict(
-    runtime: &'static Runtime,
-    limits: Limits,
-    job: &Job,
-    cancelled: &AtomicBool,
-) -> Outcome {
+fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &AtomicBool) -> Outcome {
     let started = Instant::now();
     let mut runs: Vec<RunResult> = Vec::new();
     for salt in 0..u64::from(job.runs) {
         if cancelled.load(Ordering::Relaxed) {
             break;
         }
-        let sandbox = if salt == 0 {
-            fresh_first_run(runtime, limits)
-        } else {
-            Sandbox::new(runtime, limits, salt)
-        };
+        let sandbox = if salt == 0 { fresh_first_run(runtime, limits) } else { Sandbox::new(runtime, limits, salt) };
         let run = match sandbox {
             Ok(mut sandbox) => sandbox.run(job, false),
             Err(reason) => unrunnable(reason),
@@ -88,17 +76,12 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
     for salt in 0..u64::from(most_runs) {
         let mut sandbox: Option<Sandbox<'_>> = None;
         for (index, job) in jobs.iter().enumerate() {
-            let settled = runs[index]
-                .last()
-                .is_some_and(|run| run.status != Status::Ok);
+            let settled = runs[index].last().is_some_and(|run| run.status != Status::Ok);
             if u64::from(job.runs) <= salt || settled {
                 continue;
             }
             let started = Instant::now();
-            let run = match sandbox
-                .take()
-                .map_or_else(|| Sandbox::new(runtime, limits, salt), Ok)
-            {
+            let run = match sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, salt), Ok) {
                 Ok(mut fresh_or_warm) => {
                     let run = fresh_or_warm.run(job, true);
                     if run.reusable {
@@ -112,10 +95,7 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
             runs[index].push(run);
         }
     }
-    runs.iter()
-        .zip(seconds)
-        .map(|(runs, seconds)| verdict(runs, seconds))
-        .collect()
+    runs.iter().zip(seconds).map(|(runs, seconds)| verdict(runs, seconds)).collect()
 }
 
 /// AZR value equality of each pair, in one reused sandbox (the texts are checked so that they
@@ -125,10 +105,7 @@ pub fn compare(runtime: &Runtime, limits: Limits, pairs: &[(String, String)]) ->
     pairs
         .iter()
         .map(|(a, b)| {
-            let verdict = match sandbox
-                .take()
-                .map_or_else(|| Sandbox::new(runtime, limits, 0), Ok)
-            {
+            let verdict = match sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, 0), Ok) {
                 Ok(mut warm) => {
                     let verdict = warm.equal(a, b);
                     if verdict.is_ok() {
@@ -149,15 +126,8 @@ fn verdict(runs: &[RunResult], elapsed_s: f64) -> Outcome {
         return failed(Status::Error, "cancelled before it ran".into(), elapsed_s);
     };
     for (index, other) in runs.iter().enumerate().skip(1) {
-        if (other.status, &other.output, other.matches)
-            != (first.status, &first.output, first.matches)
-        {
-            let error = format!(
-                "run 1 gave {} but run {} gave {}",
-                describe(first),
-                index + 1,
-                describe(other)
-            );
+        if (other.status, &other.output, other.matches) != (first.status, &first.output, first.matches) {
+            let error = format!("run 1 gave {} but run {} gave {}", describe(first), index + 1, describe(other));
             return failed(Status::Nondeterministic, error, elapsed_s);
         }
     }
@@ -183,31 +153,16 @@ fn describe(run: &RunResult) -> String {
 }
 
 fn floor_char_boundary(text: &str, index: usize) -> usize {
-    (0..=index.min(text.len()))
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0)
+    (0..=index.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
 }
 
 fn unrunnable(reason: String) -> RunResult {
-    RunResult {
-        status: Status::Error,
-        output: None,
-        error: Some(reason),
-        matches: None,
-        reusable: false,
-    }
+    RunResult { status: Status::Error, output: None, error: Some(reason), matches: None, reusable: false }
 }
 
 /// An outcome that says why a job produced no result.
 pub fn failed(status: Status, error: String, elapsed_s: f64) -> Outcome {
-    Outcome {
-        status,
-        output: None,
-        error: Some(error),
-        matches: None,
-        elapsed_s,
-    }
+    Outcome { status, output: None, error: Some(error), matches: None, elapsed_s }
 }
 
 #[cfg(test)]

@@ -44,8 +44,7 @@ pub(crate) enum Response {
 
 fn write_message<T: Serialize>(output: &mut impl Write, message: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec(message)?;
-    let length =
-        u32::try_from(bytes.len()).map_err(|_| io::Error::other("message larger than 4 GiB"))?;
+    let length = u32::try_from(bytes.len()).map_err(|_| io::Error::other("message larger than 4 GiB"))?;
     output.write_all(&length.to_le_bytes())?;
     output.write_all(&bytes)?;
     output.flush()
@@ -61,15 +60,11 @@ fn read_message<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Option
     }
     let length = u32::from_le_bytes(length) as usize;
     if length > MAX_MESSAGE_BYTES {
-        return Err(io::Error::other(format!(
-            "message of {length} bytes is over the limit"
-        )));
+        return Err(io::Error::other(format!("message of {length} bytes is over the limit")));
     }
     let mut bytes = vec![0; length];
     input.read_exact(&mut bytes)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(io::Error::other)
+    serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other)
 }
 
 /// The worker's side (`azr-executor worker`): serve requests until the parent closes stdin.
@@ -87,13 +82,9 @@ pub fn serve(input: impl Read, output: impl Write) -> io::Result<()> {
     let never_cancelled = AtomicBool::new(false);
     while let Some(request) = read_message::<Request>(&mut input)? {
         let response = match request {
-            Request::Run(jobs) => Response::Run(work::run_jobs(
-                runtime,
-                setup.limits,
-                setup.mode,
-                &jobs,
-                &never_cancelled,
-            )),
+            Request::Run(jobs) => {
+                Response::Run(work::run_jobs(runtime, setup.limits, setup.mode, &jobs, &never_cancelled))
+            }
             Request::Equal(pairs) => Response::Equal(work::compare(runtime, setup.limits, &pairs)),
         };
         write_message(&mut output, &response)?;
@@ -117,20 +108,13 @@ struct Connection {
 impl ProcessWorker {
     /// Spawn the worker without waiting for it to be ready (see [`wait_ready`](Self::wait_ready)).
     pub fn spawn(command: Vec<OsString>, setup: Setup) -> Result<Self, String> {
-        let mut worker = ProcessWorker {
-            command,
-            setup,
-            connection: None,
-        };
+        let mut worker = ProcessWorker { command, setup, connection: None };
         worker.connection = Some(worker.connect()?);
         Ok(worker)
     }
 
     fn connect(&self) -> Result<Connection, String> {
-        let (program, args) = self
-            .command
-            .split_first()
-            .ok_or("the worker command is empty")?;
+        let (program, args) = self.command.split_first().ok_or("the worker command is empty")?;
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -141,11 +125,7 @@ impl ProcessWorker {
         let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("the sandbox worker has no pipes".into());
         };
-        let mut connection = Connection {
-            child,
-            input: BufWriter::new(input),
-            output: BufReader::new(output),
-        };
+        let mut connection = Connection { child, input: BufWriter::new(input), output: BufReader::new(output) };
         write_message(&mut connection.input, &self.setup)
             .map_err(|e| connection.failure(&format!("could not be set up: {e}")))?;
         Ok(connection)
@@ -153,10 +133,7 @@ impl ProcessWorker {
 
     /// Wait until the worker has its runtime (on a machine's first use, it compiles the guest).
     pub fn wait_ready(&mut self) -> Result<(), String> {
-        let connection = self
-            .connection
-            .as_mut()
-            .ok_or("the sandbox worker is not running")?;
+        let connection = self.connection.as_mut().ok_or("the sandbox worker is not running")?;
         match read_message::<Response>(&mut connection.output) {
             Ok(Some(Response::Ready)) => Ok(()),
             Ok(Some(Response::Failed(reason))) => Err(reason),
@@ -166,9 +143,7 @@ impl ProcessWorker {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.connection
-            .as_ref()
-            .map(|connection| connection.child.id())
+        self.connection.as_ref().map(|connection| connection.child.id())
     }
 
     /// Send one request and wait for its answer. On failure the worker is dropped (and replaced
@@ -178,10 +153,7 @@ impl ProcessWorker {
             self.connection = Some(self.connect()?);
             self.wait_ready()?;
         }
-        let connection = self
-            .connection
-            .as_mut()
-            .ok_or("the sandbox worker is not running")?;
+        let connection = self.connection.as_mut().ok_or("the sandbox worker is not running")?;
         let answer = write_message(&mut connection.input, request)
             .and_then(|()| read_message::<Response>(&mut connection.output));
         match answer {
@@ -203,15 +175,8 @@ impl Connection {
     /// Stop the child (if it still runs) and describe what became of it.
     fn failure(&mut self, what: &str) -> String {
         let _ = self.child.kill();
-        let status = self
-            .child
-            .wait()
-            .map(|status| status.to_string())
-            .unwrap_or_else(|e| e.to_string());
-        format!(
-            "the sandbox worker process (pid {}) {what} ({status})",
-            self.child.id()
-        )
+        let status = self.child.wait().map(|status| status.to_string()).unwrap_or_else(|e| e.to_string());
+        format!("the sandbox worker process (pid {}) {what} ({status})", self.child.id())
     }
 }
 
@@ -219,11 +184,7 @@ impl Drop for ProcessWorker {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
             // Closing stdin ends the worker's loop; wait so that no zombie is left behind.
-            let Connection {
-                mut child,
-                input,
-                output,
-            } = connection;
+            let Connection { mut child, input, output } = connection;
             drop(input);
             drop(output);
             let _ = child.wait();
@@ -241,8 +202,12 @@ mod tests {
         write_message(&mut wire, &Request::Equal(vec![("1".into(), "1.0".into())])).unwrap();
         write_message(&mut wire, &Response::Equal(vec![true])).unwrap();
         let mut reader = wire.as_slice();
-        assert!(matches!(read_message::<Request>(&mut reader).unwrap(), Some(Request::Equal(pairs)) if pairs.len() == 1));
-        assert!(matches!(read_message::<Response>(&mut reader).unwrap(), Some(Response::Equal(values)) if values == [true]));
+        assert!(
+            matches!(read_message::<Request>(&mut reader).unwrap(), Some(Request::Equal(pairs)) if pairs.len() == 1)
+        );
+        assert!(
+            matches!(read_message::<Response>(&mut reader).unwrap(), Some(Response::Equal(values)) if values == [true])
+        );
         assert!(read_message::<Response>(&mut reader).unwrap().is_none());
     }
 
@@ -251,7 +216,10 @@ mod tests {
         let truncated = [10u8, 0, 0, 0, b'{'];
         assert!(read_message::<Response>(&mut truncated.as_slice()).is_err());
         let oversized = u32::MAX.to_le_bytes();
-        assert!(read_message::<Response>(&mut oversized.as_slice()).unwrap_err().to_string().contains("over the limit"));
+        assert!(read_message::<Response>(&mut oversized.as_slice())
+            .unwrap_err()
+            .to_string()
+            .contains("over the limit"));
         let garbage = [2u8, 0, 0, 0, b'{', b'}'];
         assert!(read_message::<Response>(&mut garbage.as_slice()).is_err());
     }
