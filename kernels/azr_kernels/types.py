@@ -1,0 +1,66 @@
+"""What every implementation of the policy loss returns, and how tokens are weighted."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+AGGREGATIONS = ("token", "sequence")
+
+
+class PolicyLoss(NamedTuple):
+    """`loss` is a differentiable scalar; the per-token tensors are detached diagnostics."""
+
+    loss: torch.Tensor
+    logprobs: torch.Tensor  # [T] log π(target) under logits / temperature
+    entropy: torch.Tensor  # [T]
+    ratio: torch.Tensor  # [T] exp(logprobs − old_logprobs)
+    clip_fraction: torch.Tensor  # scalar: share of masked tokens whose clipped term is the larger
+
+
+def token_weights(mask: torch.Tensor, aggregation: str, seq_ids: torch.Tensor | None) -> torch.Tensor:
+    """The weight of each token in the loss, so that `loss = Σ weight · per_token_loss`.
+
+    `"token"`: the mean over masked tokens. `"sequence"`: the mean over sequences (`seq_ids`) of
+    each sequence's mean over its masked tokens; sequences with no masked token do not count.
+    """
+    mask = mask.float()
+    if aggregation == "token":
+        return mask / mask.sum().clamp(min=1.0)
+    if aggregation != "sequence":
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if seq_ids is None:
+        raise ValueError('aggregation="sequence" needs seq_ids (the sequence of each token)')
+    if seq_ids.shape != mask.shape:
+        raise ValueError(f"seq_ids has shape {tuple(seq_ids.shape)}, the mask {tuple(mask.shape)}")
+    seq_ids = seq_ids.long()
+    counts = torch.zeros(int(seq_ids.max().item()) + 1 if seq_ids.numel() else 0, device=mask.device)
+    counts.index_add_(0, seq_ids, mask)
+    sequences = (counts > 0).sum().clamp(min=1)
+    return mask / counts[seq_ids].clamp(min=1.0) / sequences
+
+
+def check_inputs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logprobs: torch.Tensor,
+) -> None:
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden must be [T, H] and weight [V, H]; got {tuple(hidden.shape)} and {tuple(weight.shape)}"
+        )
+    tokens = hidden.shape[0]
+    for name, tensor in (
+        ("targets", targets),
+        ("mask", mask),
+        ("advantages", advantages),
+        ("old_logprobs", old_logprobs),
+    ):
+        if tensor.shape != (tokens,):
+            raise ValueError(f"{name} must have shape [{tokens}], got {tuple(tensor.shape)}")
+    if tokens and (int(targets.min()) < 0 or int(targets.max()) >= weight.shape[0]):
+        raise ValueError(f"targets must be token ids in [0, {weight.shape[0]})")

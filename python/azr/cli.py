@@ -1,0 +1,118 @@
+"""The `azr` command line.
+
+azr selfplay --preset smoke                      # one CPU step with SmolLM2-135M, offline
+azr selfplay --config run.yaml --out runs/x      # a run configured in a file
+azr selfplay --out runs/x --resume --steps 20    # continue from the latest checkpoint
+azr plot runs/x                                  # PNG curves from runs/x/metrics.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = "Absolute Zero self-play: a model proposes Python reasoning tasks and learns to solve them."
+
+
+def _selfplay(args: argparse.Namespace) -> int:
+    from azr.config import load_config
+    from azr.selfplay import SelfPlay
+
+    overrides = list(args.set)
+    if args.model:
+        overrides.append(f"model={args.model}")
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    config = load_config(args.preset, args.config, overrides)
+    out = Path(args.out)
+    if args.resume:
+        run = SelfPlay.resume(config, out, progress=not args.quiet)
+        print(f"azr: resumed {out} at step {run.step_index}", file=sys.stderr)
+    else:
+        if (out / "checkpoints" / "latest").exists():
+            print(
+                f"azr: error: {out} already holds a run; pass --resume to continue it or choose another --out",
+                file=sys.stderr,
+            )
+            return 2
+        run = SelfPlay(config, out, progress=not args.quiet)
+
+    def report(metrics: dict[str, float]) -> None:
+        step = int(metrics["step"])
+        parts = [f"step {step}/{config.steps}"]
+        for task in ("deduction", "abduction", "induction"):
+            if f"valid_proposal/{task}" in metrics:
+                parts.append(
+                    f"{task[:3]}: valid {metrics[f'valid_proposal/{task}']:.0%} "
+                    f"acc {metrics.get(f'accuracy/{task}', 0.0):.0%}"
+                )
+        parts.append(f"loss {metrics['train/loss']:+.4f}")
+        parts.append(
+            "s: gen {:.0f} exe {:.1f} train {:.1f}".format(
+                metrics["seconds/generate"], metrics["seconds/execute"], metrics["seconds/train"]
+            )
+        )
+        print(" | ".join(parts), file=sys.stderr, flush=True)
+
+    run.run(config.steps, on_step=report)
+    print(
+        f"azr: metrics in {out / 'metrics.jsonl'}, proposals in {out / 'proposals.jsonl'}, "
+        f"TensorBoard in {out / 'tensorboard'}, checkpoints in {out / 'checkpoints'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from azr.plot import plot_run
+
+    written = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    for path in written:
+        print(path)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from azr.config import PRESETS
+
+    main = argparse.ArgumentParser(prog="azr", description=DESCRIPTION)
+    commands = main.add_subparsers(dest="command", required=True)
+    selfplay = commands.add_parser("selfplay", help="run Absolute Zero self-play", description=DESCRIPTION)
+    selfplay.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (smoke: one CPU step)")
+    selfplay.add_argument("--config", type=Path, help="YAML, TOML or JSON file of settings (see azr/config.py)")
+    selfplay.add_argument("--model", help="checkpoint directory or Hub id (default: SmolLM2-135M-Instruct, offline)")
+    selfplay.add_argument("--steps", type=int, help="total steps of the run")
+    selfplay.add_argument("--out", default="runs/selfplay", help="run directory (default: runs/selfplay)")
+    selfplay.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    selfplay.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one setting, e.g. --set lr=2e-6 (repeatable)",
+    )
+    selfplay.add_argument("--quiet", action="store_true", help="no progress bars")
+    selfplay.set_defaults(handler=_selfplay)
+    plot = commands.add_parser("plot", help="write PNG curves of a run's metrics")
+    plot.add_argument("run_dir", help="a run directory (holding metrics.jsonl)")
+    plot.add_argument("--out", help="where to write the PNGs (default: RUN_DIR/plots)")
+    plot.set_defaults(handler=_plot)
+    return main
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        code = args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"azr: error: {error}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("azr: interrupted; the latest checkpoint is kept (resume with --resume)", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

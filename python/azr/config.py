@@ -1,0 +1,199 @@
+"""Self-play configuration: the paper's settings by default, presets, and config files.
+
+    cfg = load_config(preset="smoke", path="run.yaml", overrides=["steps=3", "lr=2e-6"])
+
+Precedence: preset, then the file (YAML or TOML, a flat mapping of field names), then overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+from azr.buffers import EVICTIONS, Eviction
+from azr.models import DEFAULT_MODEL
+from azr.rewards import PAPER_EXTREME
+
+AdvantageStatistics = Literal["sequence", "token"]
+
+
+@dataclass(frozen=True)
+class SelfPlayConfig:
+    # What to train
+    model: str = DEFAULT_MODEL
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    seed: int = 0
+    # Batch (paper Table 3): tasks per task-role, reference triplets, induction inputs, solver samples
+    batch_size: int = 64
+    references: int = 6
+    induction_inputs: int = 10
+    learnability_samples: int = 8
+    # Generation
+    max_prompt_tokens: int = 6144
+    max_response_tokens: int = 8096
+    temperature: float = 1.0
+    top_p: float = 1.0
+    generation_batch_size: int = 16
+    # Rewards and advantages
+    extreme_proposer_reward: float = PAPER_EXTREME  # −0.5 reproduces the reference code
+    advantage_statistics: AdvantageStatistics = "sequence"  # "token": token-weighted, as the reference code
+    # Policy update (REINFORCE++, one optimizer step per self-play step)
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    entropy_coef: float = 0.001
+    kl_coef: float = 0.0  # > 0 adds a KL penalty against a frozen copy of the initial model
+    loss_aggregation: Literal["token", "sequence"] = "token"
+    micro_batch_tokens: int = 8192
+    gradient_checkpointing: bool = True
+    # Task buffers
+    buffer_capacity: int = 16384
+    buffer_eviction: Eviction = "oldest-out"
+    seed_file: str = ""  # AZR-format seed triplets (jsonl) added to the identity triplet
+    # Executor
+    executor_workers: int = 0  # 0: all cores
+    executor_timeout_s: float = 10.0
+    executor_memory_mb: int = 256
+    executor_mode: Literal["strict", "batch"] = "batch"
+    # Run
+    steps: int = 500
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        positive = (
+            "batch_size",
+            "induction_inputs",
+            "max_prompt_tokens",
+            "max_response_tokens",
+            "generation_batch_size",
+            "micro_batch_tokens",
+            "buffer_capacity",
+            "steps",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "executor_memory_mb",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("references", "learnability_samples", "executor_workers", "kl_coef", "entropy_coef", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.induction_inputs < 2:
+            raise ValueError("induction_inputs must be at least 2 (half are shown, half are hidden)")
+        if self.buffer_eviction not in EVICTIONS:
+            raise ValueError(f"buffer_eviction must be one of {EVICTIONS}, got {self.buffer_eviction!r}")
+        for name, hint in get_type_hints(SelfPlayConfig).items():
+            choices = get_args(hint) if getattr(hint, "__origin__", None) is Literal else ()
+            if choices and getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's run (Qwen2.5-7B, 4 GPUs): every default above.
+    "paper": {"model": "Qwen/Qwen2.5-7B"},
+    # One self-play step in a few minutes on two CPU cores, with SmolLM2-135M.
+    "smoke": {
+        "batch_size": 2,
+        "references": 2,
+        "induction_inputs": 4,
+        "learnability_samples": 2,
+        "max_prompt_tokens": 2048,
+        "max_response_tokens": 96,
+        "generation_batch_size": 12,
+        "micro_batch_tokens": 4096,
+        "gradient_checkpointing": False,
+        "lr": 1e-6,
+        "steps": 1,
+        "checkpoint_every": 1,
+        "executor_timeout_s": 5.0,
+    },
+}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """A file or command-line value, checked against the field's type."""
+    if getattr(hint, "__origin__", None) is Literal:
+        return value
+    if hint is bool:
+        if isinstance(value, str):
+            lowered = value.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            return lowered in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if hint is int and float(number) != int(number):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        return hint(number)
+    return str(value)
+
+
+def _apply(values: dict[str, Any], source: str, into: dict[str, Any]) -> None:
+    hints = get_type_hints(SelfPlayConfig)
+    for name, value in values.items():
+        if name not in hints:
+            known = ", ".join(sorted(hints))
+            raise ValueError(f"unknown setting {name!r} in {source}; the settings are: {known}")
+        into[name] = _coerce(name, value, hints[name])
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib
+        data = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    elif path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"config file {path} must end in .yaml, .yml, .toml or .json")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of setting names to values")
+    return data
+
+
+def load_config(preset: str | None = None, path: str | Path | None = None, overrides: list[str] = ()) -> SelfPlayConfig:
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; the presets are: {', '.join(PRESETS)}")
+        _apply(PRESETS[preset], f"preset {preset!r}", values)
+    if path is not None:
+        _apply(read_config_file(path), str(path), values)
+    for override in overrides:
+        name, sep, value = override.partition("=")
+        if not sep:
+            raise ValueError(f"override {override!r} must look like name=value")
+        _apply({name.strip(): value.strip()}, "the command line", values)
+    return SelfPlayConfig(**values)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(SelfPlayConfig)]

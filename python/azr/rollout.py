@@ -1,0 +1,161 @@
+"""Rollout engines: turn prompts into completions with their token ids and log-probabilities.
+
+All prompts of a phase go to the engine in one call. Engines implement `RolloutEngine`:
+`HFEngine` (transformers `generate`; the CPU default and the test engine) here, `VLLMEngine` in
+`azr.rollout_vllm`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # Generation also ends at the end-of-sequence token.
+    stop: tuple[str, ...] = ("</answer>",)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Completion:
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    # log π(token) under the sampling distribution (logits / temperature, before top-p), per token
+    logprobs: tuple[float, ...]
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+class RolloutEngine(Protocol):
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, *, progress: ProgressCallback | None = None
+    ) -> list[Completion]: ...
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Make the engine sample from `model`'s current weights."""
+
+
+class HFEngine:
+    """Generation with transformers `generate`, sharing the trainer's model object, so a weight
+    sync costs nothing. Prompts go in batches of `batch_size`, longest first."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.eos_ids = _eos_ids(model, tokenizer)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        if model is not self.model:
+            self.model.load_state_dict(model.state_dict())
+
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, *, progress: ProgressCallback | None = None
+    ) -> list[Completion]:
+        encoded = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        results: list[Completion | None] = [None] * len(prompts)
+        done = 0
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for index, completion in zip(batch, self._generate_batch([encoded[i] for i in batch], params), strict=True):
+                results[index] = completion
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(prompts))
+        return [r for r in results if r is not None]
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        device = self.model.device
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=0,
+                max_new_tokens=params.max_new_tokens,
+                stop_strings=list(params.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=pad,
+                eos_token_id=self.eos_ids,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        finally:
+            self.model.train(was_training)
+        generated = output.sequences[:, width:]
+        # Raw logits, so that log-probs are those of the policy at this temperature, before top-p.
+        logits = torch.stack(output.logits, dim=1).float() / params.temperature
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, generated.unsqueeze(-1)).squeeze(-1)
+        completions = []
+        for row, prompt in enumerate(prompts):
+            tokens = generated[row].tolist()
+            length, reason = self._length(tokens, params)
+            tokens = tokens[:length]
+            completions.append(
+                Completion(
+                    prompt_ids=tuple(prompt),
+                    token_ids=tuple(tokens),
+                    logprobs=tuple(logprobs[row, :length].tolist()),
+                    text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                    finish_reason=reason,
+                )
+            )
+        return completions
+
+    def _length(self, tokens: list[int], params: SamplingParams) -> tuple[int, str]:
+        """How many generated tokens belong to the completion: up to and including the first EOS
+        or the token that completes a stop string; the rest is padding after the row finished."""
+        for position, token in enumerate(tokens):
+            if token in self.eos_ids:
+                return position + 1, "stop"
+        text = self.tokenizer.decode(tokens)
+        if params.stop and any(stop in text for stop in params.stop):
+            low, high = 1, len(tokens)
+            while low < high:
+                middle = (low + high) // 2
+                prefix = self.tokenizer.decode(tokens[:middle])
+                if any(stop in prefix for stop in params.stop):
+                    high = middle
+                else:
+                    low = middle + 1
+            return low, "stop"
+        return len(tokens), "length"
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    configured = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
+    return sorted(set(ids))

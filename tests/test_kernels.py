@@ -1,0 +1,168 @@
+"""The policy-loss implementations against the PyTorch reference, forward and backward, in fp32.
+
+Edge cases: ragged masks, a vocabulary that is not a multiple of any block, temperature ≠ 1, very
+large and very negative logits, all-clipped and none-clipped batches, zero advantages, both
+aggregations. Log-probs must never be positive."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+from azr_kernels import fused_policy_loss, token_logprobs, triton_available
+from azr_kernels.chunked import CHUNK_ELEMENTS
+
+BACKENDS = ["torch"] + (["triton"] if triton_available(torch.device("cpu")) else [])
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    tokens: int = 37
+    hidden: int = 16
+    vocab: int = 1003
+    temperature: float = 1.0
+    scale: float = 1.0  # scales the logits: 60 gives very large and very negative ones
+    ratio_shift: float = 0.0  # pushes old_logprobs so that ratios leave the clip range
+    zero_advantages: bool = False
+    aggregation: str = "token"
+    mask_density: float = 0.7
+
+
+CASES = [
+    Case("plain"),
+    Case("odd_vocabulary", vocab=997, tokens=5),
+    Case("temperature", temperature=0.6),
+    Case("hot_temperature", temperature=1.7),
+    Case("extreme_logits", scale=60.0),
+    Case("all_clipped", ratio_shift=2.0),
+    Case("none_clipped", ratio_shift=0.0),
+    Case("zero_advantages", zero_advantages=True),
+    Case("sequence_aggregation", aggregation="sequence"),
+    Case("ragged_sparse_mask", mask_density=0.15),
+    Case("single_token", tokens=1, mask_density=1.0),
+    Case("chunk_boundary", tokens=CHUNK_ELEMENTS // 1003 + 3),
+]
+
+
+def make(case: Case, seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(case.tokens, case.hidden, generator=generator) * case.scale / case.hidden**0.5
+    weight = torch.randn(case.vocab, case.hidden, generator=generator)
+    targets = torch.randint(0, case.vocab, (case.tokens,), generator=generator)
+    mask = (torch.rand(case.tokens, generator=generator) < case.mask_density).float()
+    mask[0] = 1.0
+    advantages = torch.zeros(case.tokens) if case.zero_advantages else torch.randn(case.tokens, generator=generator)
+    with torch.no_grad():
+        exact, _ = token_logprobs(hidden, weight, targets, case.temperature, backend="reference")
+    jitter = 0.05 * torch.randn(case.tokens, generator=generator)
+    sign = torch.where(advantages >= 0, -1.0, 1.0)  # makes the clipped term the larger one
+    old = exact + jitter + sign * case.ratio_shift
+    seq_ids = torch.div(torch.arange(case.tokens), 6, rounding_mode="floor")
+    return dict(
+        hidden=hidden,
+        weight=weight,
+        targets=targets,
+        mask=mask,
+        advantages=advantages,
+        old_logprobs=old,
+        seq_ids=seq_ids,
+    )
+
+
+def run(backend: str, case: Case, inputs: dict):
+    hidden = inputs["hidden"].clone().requires_grad_(True)
+    weight = inputs["weight"].clone().requires_grad_(True)
+    out = fused_policy_loss(
+        hidden,
+        weight,
+        inputs["targets"],
+        inputs["mask"],
+        inputs["advantages"],
+        inputs["old_logprobs"],
+        clip_low=0.2,
+        clip_high=0.28,
+        temperature=case.temperature,
+        entropy_coef=0.01,
+        aggregation=case.aggregation,
+        seq_ids=inputs["seq_ids"],
+        backend=backend,
+    )
+    out.loss.backward()
+    return out, hidden.grad, weight.grad
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_matches_the_reference_forward_and_backward(backend: str, case: Case) -> None:
+    inputs = make(case)
+    expected, expected_dh, expected_dw = run("reference", case, inputs)
+    out, dh, dw = run(backend, case, inputs)
+    torch.testing.assert_close(out.loss, expected.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.logprobs, expected.logprobs, rtol=1e-5, atol=1e-5)
+    # Entropy sums |log p|·p over the vocabulary: with logits near ±100 two fp32 orders of summation
+    # differ by ~1e-5, so it gets 1e-4.
+    torch.testing.assert_close(out.entropy, expected.entropy, rtol=1e-5, atol=1e-4)
+    # ratio = exp(Δ log-prob): an fp32 log-prob of magnitude ~100 is good to ~3e-5, and so is the ratio.
+    torch.testing.assert_close(out.ratio, expected.ratio, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out.clip_fraction, expected.clip_fraction)
+    torch.testing.assert_close(dh, expected_dh, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(dw, expected_dw, rtol=1e-4, atol=1e-6)
+    assert bool((out.logprobs <= 0).all()), "log-probabilities must never be positive"
+
+
+def test_clipping_cases_do_what_they_say() -> None:
+    clipped, _, _ = run("reference", CASES[5], make(CASES[5]))
+    unclipped, _, _ = run("reference", CASES[6], make(CASES[6]))
+    assert clipped.clip_fraction.item() > 0.9
+    assert unclipped.clip_fraction.item() == 0.0
+
+
+def test_zero_advantages_leave_only_the_entropy_gradient() -> None:
+    case = CASES[7]
+    inputs = make(case)
+    hidden = inputs["hidden"].clone().requires_grad_(True)
+    out = fused_policy_loss(
+        hidden,
+        inputs["weight"],
+        inputs["targets"],
+        inputs["mask"],
+        inputs["advantages"],
+        inputs["old_logprobs"],
+        entropy_coef=0.0,
+        backend="torch",
+    )
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and torch.count_nonzero(hidden.grad) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logprob_entry_point(backend: str) -> None:
+    inputs = make(Case("logprobs", scale=30.0))
+    logprobs, entropy = token_logprobs(inputs["hidden"], inputs["weight"], inputs["targets"], 0.8, backend=backend)
+    expected_lp, expected_h = token_logprobs(
+        inputs["hidden"], inputs["weight"], inputs["targets"], 0.8, backend="reference"
+    )
+    torch.testing.assert_close(logprobs, expected_lp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(entropy, expected_h, rtol=1e-5, atol=1e-5)
+    assert bool((logprobs <= 0).all()) and bool((entropy >= -1e-6).all())
+
+
+def test_bad_inputs_are_refused() -> None:
+    inputs = make(Case("bad"))
+    arguments = [inputs[k] for k in ("hidden", "weight", "targets", "mask", "advantages", "old_logprobs")]
+    with pytest.raises(ValueError, match="seq_ids"):
+        fused_policy_loss(*arguments, aggregation="sequence")
+    with pytest.raises(ValueError, match="aggregation"):
+        fused_policy_loss(*arguments, aggregation="batch")
+    with pytest.raises(ValueError, match="targets must have shape"):
+        fused_policy_loss(arguments[0], arguments[1], arguments[2][:3], *arguments[3:])
+    with pytest.raises(ValueError, match="token ids in"):
+        fused_policy_loss(arguments[0], arguments[1], arguments[2] + 5000, *arguments[3:])
+    with pytest.raises(ValueError, match="backend"):
+        fused_policy_loss(*arguments, backend="cuda")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        with pytest.raises(RuntimeError, match="Triton backend needs"):
+            fused_policy_loss(*arguments, backend="triton")
