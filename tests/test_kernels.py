@@ -166,3 +166,44 @@ def test_bad_inputs_are_refused() -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":
         with pytest.raises(RuntimeError, match="Triton backend needs"):
             fused_policy_loss(*arguments, backend="triton")
+
+
+def test_benchmark_command_runs_on_the_cpu(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "azr_kernels.bench",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+            "--hidden",
+            "32",
+            "--vocab",
+            "512",
+            "--tokens",
+            "64",
+            "--backends",
+            "torch",
+            "reference",
+            "--reps",
+            "1",
+            "--json",
+            str(tmp_path / "bench.json"),
+            "--profile",
+            str(tmp_path / "prof"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| 64 | azr chunked PyTorch |" in result.stdout and "| 64 | naive PyTorch (full logits) |" in result.stdout
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert {row["backend"] for row in rows} == {"torch", "reference"} and all(row["milliseconds"] > 0 for row in rows)
+    assert (tmp_path / "prof" / "policy_loss_64.json").exists()
