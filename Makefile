@@ -53,6 +53,7 @@ py-test: build
 
 bench: build
 	$(BIN)/python -m azr.bench.executor
+	$(BIN)/python -m azr.bench.service
 
 clean:
 	rm -rf $(VENV) target runs

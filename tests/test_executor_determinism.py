@@ -27,6 +27,14 @@ REFUSED = {
 FLAGGED = {
     "id_of_a_new_object": "def f(a):\n    return id(object())",
     "default_hash": "def f(a):\n    return hash(object())",
+    # Objects that CPython recycles through per-type free lists rather than its small-object heap.
+    "id_of_a_float": "def f(a):\n    return id(a + 0.5)",
+    "id_of_a_dict": "def f(a):\n    return id({})",
+    "id_of_a_list": "def f(a):\n    return id([a])",
+    "id_of_a_module_level_list": "x = [1]\ndef f(a):\n    return id(x)",
+    "id_of_a_tuple": "def f(a):\n    return id((a, a))",
+    "id_of_a_big_int": "def f(a):\n    return id(a + 10**20)",
+    "repr_of_a_lambda": "def f(a):\n    return repr(lambda: a)",
     "repr_with_address": "class A:\n    pass\ndef f(a):\n    return repr(A())",
     "set_of_objects_order": "class A:\n    def __init__(self, i):\n        self.i = i\ndef f(a):\n    return [x.i for x in {A(i) for i in range(20)}]",
     # Randomness reached through a module the program may import.

@@ -60,6 +60,10 @@ class SelfPlayConfig:
     executor_timeout_s: float = 10.0
     executor_memory_mb: int = 256
     executor_mode: Literal["strict", "batch"] = "batch"
+    # A fleet of `azr-executor serve` hosts, comma-separated ("http://exec-1:8000,http://exec-2:8000"):
+    # when set, programs run there (with the hosts' own limits and mode) instead of on this machine.
+    executor_urls: str = ""
+    executor_token_file: str = ""  # file holding the fleet's bearer token
     # Run
     steps: int = 500
     checkpoint_every: int = 10

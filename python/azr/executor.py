@@ -196,3 +196,9 @@ def _progress_callback(
         bar.update(done - bar.n)
 
     return update, bar.close
+
+
+# The same API over `azr-executor serve` hosts (defined in azr.remote, which builds on the types above).
+from azr.remote import RemoteExecutor, RemoteExecutorError  # noqa: E402
+
+__all__ = ["STATUSES", "Executor", "Job", "Outcome", "RemoteExecutor", "RemoteExecutorError"]

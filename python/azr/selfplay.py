@@ -32,7 +32,7 @@ from azr import prompts
 from azr.advantages import task_relative_advantages
 from azr.buffers import TaskBuffer
 from azr.config import SelfPlayConfig
-from azr.executor import Executor
+from azr.executor import Executor, RemoteExecutor
 from azr.models import Policy, load_policy
 from azr.parsing import InductionProposal, Parsed, Proposal, parse_induction_proposal, parse_proposal, parse_solution
 from azr.rewards import proposer_reward, solver_reward
@@ -84,6 +84,23 @@ class Rollout:
         return self.parsed is not None and self.parsed.formatted
 
 
+def make_executor(config: SelfPlayConfig) -> Executor | RemoteExecutor:
+    """The executor fleet named by `executor_urls`, else one on this machine's cores."""
+    urls = [url.strip() for url in config.executor_urls.split(",") if url.strip()]
+    if not urls:
+        return Executor(
+            workers=config.executor_workers or None,
+            timeout_s=config.executor_timeout_s,
+            memory_mb=config.executor_memory_mb,
+            mode=config.executor_mode,
+        )
+    token = None
+    if config.executor_token_file:
+        token = Path(config.executor_token_file).read_text().strip()
+    # Generous: a batch may wait behind others in the hosts' queues.
+    return RemoteExecutor(urls, token=token, timeout_s=max(600.0, 10 * config.executor_timeout_s))
+
+
 class SelfPlay:
     """State of a run: the policy, its engine and trainer, the buffers, the step and the RNG."""
 
@@ -93,7 +110,7 @@ class SelfPlay:
         out_dir: str | Path,
         *,
         policy: Policy | None = None,
-        executor: Executor | None = None,
+        executor: Executor | RemoteExecutor | None = None,
         engine: RolloutEngine | None = None,
         progress: bool = True,
     ) -> None:
@@ -118,12 +135,7 @@ class SelfPlay:
             reference.requires_grad_(False)
         self.trainer = Trainer(self.policy.model, _train_config(config), reference)
         self.engine = engine or HFEngine(self.policy.model, self.policy.tokenizer, config.generation_batch_size)
-        self.executor = executor or Executor(
-            workers=config.executor_workers or None,
-            timeout_s=config.executor_timeout_s,
-            memory_mb=config.executor_memory_mb,
-            mode=config.executor_mode,
-        )
+        self.executor = executor or make_executor(config)
         self.sampling = SamplingParams(config.max_response_tokens, config.temperature, config.top_p)
         self.rng = random.Random(config.seed)
         self.step_index = 0

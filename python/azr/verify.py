@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from azr.executor import Executor, Job, Outcome
+from azr.executor import Executor, Job, Outcome, RemoteExecutor
 from azr.parsing import InductionProposal, Proposal
 from azr.tasks import InductionTask, TaskType, Triplet
 
@@ -32,7 +32,9 @@ class Check:
 
 
 def run_checks(
-    executor: Executor, checks: Sequence[Check], progress: Callable[[int, int], None] | bool | None = None
+    executor: Executor | RemoteExecutor,
+    checks: Sequence[Check],
+    progress: Callable[[int, int], None] | bool | None = None,
 ) -> None:
     """Run the jobs of every check in one executor call and give each check its outcomes."""
     jobs = [job for check in checks for job in check.jobs]

@@ -37,6 +37,9 @@ struct Cli {
 enum Command {
     /// Run the jobs of a JSON-lines file and write one outcome per line, in input order.
     Run(RunArgs),
+    /// Serve the executor over HTTP: POST /v1/run and /v1/equal (JSON or msgpack), GET /v1/info,
+    /// /healthz, /readyz and /metrics (Prometheus). See docs/executor-protocol.md.
+    Serve(ServeArgs),
     /// Print versions, the guest's hash and where its compiled form is cached (compiling it if needed).
     Info,
     /// Serve sandbox requests on stdin/stdout (started by the executor itself, not by hand).
@@ -65,6 +68,33 @@ struct RunArgs {
     /// No progress bar and no summary.
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (use 0.0.0.0 to accept connections from other hosts).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port; the address is printed on stdout).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Jobs admitted at once, queued or running; a request that would exceed it gets 429.
+    #[arg(long, value_name = "JOBS", default_value_t = 4096)]
+    max_queue: usize,
+    /// Largest request body, in bytes (413 above it).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_body_bytes: usize,
+    /// Most jobs (or pairs) in one request (413 above it).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_jobs_per_request: usize,
+    /// File holding the bearer token that /v1/ requests must carry (Authorization: Bearer <token>).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Log lines on stderr: text (key=value) or json (one object per line). Level: AZR_LOG (default info).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: crate::server::LogFormat,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 /// Settings of the sandboxes, shared by the commands that run jobs.
@@ -145,6 +175,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, interrupted: &dyn Fn() -> 
     };
     let result = match cli.command {
         Command::Run(args) => run(&args, interrupted),
+        Command::Serve(args) => serve(args),
         Command::Info => info(),
         Command::MemoryProbe { instances } => memory_probe(instances),
         Command::Worker => crate::worker::serve(std::io::stdin().lock(), std::io::stdout().lock())
@@ -298,6 +329,33 @@ fn summary(outcomes: &[Outcome], seconds: f64, config: &ExecutorConfig) -> Strin
         config.workers,
         if by_status.is_empty() { "nothing to run".into() } else { by_status.join(", ") }
     )
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<i32> {
+    let token = match &args.token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .trim()
+                .to_string();
+            if token.is_empty() {
+                bail!("the token file {} is empty", path.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let config = crate::server::ServeConfig {
+        host: args.host,
+        port: args.port,
+        max_queue: args.max_queue,
+        max_body_bytes: args.max_body_bytes,
+        max_jobs_per_request: args.max_jobs_per_request,
+        token,
+        log_format: args.log_format,
+    };
+    crate::server::serve(args.sandbox.config()?, config)?;
+    Ok(0)
 }
 
 fn info() -> anyhow::Result<i32> {

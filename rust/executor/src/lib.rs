@@ -22,11 +22,13 @@ mod clock;
 mod error;
 pub mod guest;
 mod job;
+mod metrics;
 mod pool;
 #[cfg(feature = "python")]
 mod python;
 mod runtime;
 pub(crate) mod sandbox;
+pub mod server;
 mod work;
 pub mod worker;
 

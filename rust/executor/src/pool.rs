@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::ffi::OsString;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -127,6 +127,7 @@ pub struct Executor {
     tasks: Option<Sender<Task>>,
     workers: Vec<JoinHandle<()>>,
     pids: Vec<Arc<Mutex<Option<u32>>>>,
+    busy: Arc<AtomicUsize>,
 }
 
 impl Executor {
@@ -145,23 +146,35 @@ impl Executor {
         let (tasks, queue) = crossbeam_channel::unbounded::<Task>();
         let mut workers = Vec::with_capacity(backends.len());
         let mut pids = Vec::with_capacity(backends.len());
+        let busy = Arc::new(AtomicUsize::new(0));
         for (index, backend) in backends.into_iter().enumerate() {
             let queue = queue.clone();
             let (limits, mode) = (config.limits, config.mode);
             let pid = Arc::new(Mutex::new(backend.pid()));
             pids.push(Arc::clone(&pid));
+            let busy = Arc::clone(&busy);
             let worker = std::thread::Builder::new()
                 .name(format!("azr-worker-{index}"))
                 .stack_size(WORKER_STACK_BYTES)
-                .spawn(move || serve_tasks(backend, limits, mode, &queue, &pid))
+                .spawn(move || serve_tasks(backend, limits, mode, &queue, &pid, &busy))
                 .map_err(|e| ExecutorError::InvalidConfig(format!("cannot start worker thread: {e}")))?;
             workers.push(worker);
         }
-        Ok(Executor { config, tasks: Some(tasks), workers, pids })
+        Ok(Executor { config, tasks: Some(tasks), workers, pids, busy })
     }
 
     pub fn config(&self) -> &ExecutorConfig {
         &self.config
+    }
+
+    /// Workers running a task right now.
+    pub fn busy_workers(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Tasks (chunks of submitted batches) waiting for a worker.
+    pub fn queued_tasks(&self) -> usize {
+        self.tasks.as_ref().map_or(0, Sender::len)
     }
 
     /// Process ids of the worker processes (empty in thread mode).
@@ -219,9 +232,15 @@ impl Executor {
     }
 
     /// Jobs per task: small in strict mode (balance), a group in batch mode, but never so large
-    /// that a few workers end up with all the work.
+    /// that a few workers end up with all the work. When other batches already occupy every worker
+    /// (a busy service), balance comes from them, and splitting this batch into smaller groups
+    /// would only cost more fresh instances.
     fn chunk_size(&self, total: usize) -> usize {
-        let balanced = total.div_ceil(self.config.workers * 4).max(1);
+        let balanced = if self.busy_workers() + self.queued_tasks() >= self.config.workers {
+            total
+        } else {
+            total.div_ceil(self.config.workers * 4).max(1)
+        };
         match self.config.mode {
             Mode::Strict => balanced.min(8),
             Mode::Batch => balanced.min(self.config.group_size),
@@ -283,13 +302,20 @@ fn collect<T>(
     Ok(())
 }
 
-fn serve_tasks(mut backend: Backend, limits: Limits, mode: Mode, queue: &Receiver<Task>, pid: &Mutex<Option<u32>>) {
+fn serve_tasks(
+    mut backend: Backend,
+    limits: Limits,
+    mode: Mode,
+    queue: &Receiver<Task>,
+    pid: &Mutex<Option<u32>>,
+    busy: &AtomicUsize,
+) {
     while let Ok(task) = queue.recv() {
+        busy.fetch_add(1, Ordering::Relaxed);
         match task {
+            // A cancelled batch's remaining tasks are dropped: nobody waits for their outcomes.
+            Task::Jobs { batch, .. } if batch.cancelled.load(Ordering::Relaxed) => {}
             Task::Jobs { batch, range } => {
-                if batch.cancelled.load(Ordering::Relaxed) {
-                    continue;
-                }
                 let jobs = &batch.jobs[range.clone()];
                 let outcomes = catch_unwind(AssertUnwindSafe(|| backend.run(limits, mode, jobs, &batch.cancelled)))
                     .unwrap_or_else(|panic| {
@@ -310,6 +336,7 @@ fn serve_tasks(mut backend: Backend, limits: Limits, mode: Mode, queue: &Receive
         }
         // A worker process that died was replaced during the task.
         *pid.lock().unwrap_or_else(|p| p.into_inner()) = backend.pid();
+        busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

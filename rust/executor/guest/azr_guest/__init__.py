@@ -134,11 +134,11 @@ def run_job(job):
     except Rejection as rejection:
         return wit_world.Outcome(_STATUS[rejection.status], None, _clean(str(rejection)), None, False)
 
-    spacers = isolation.heap_spacers(job.salt)
     namespace = isolation.job_namespace(job.reuse)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = isolation.CappedSink(job.output_limit)
     status, output, error, matches = wit_world.Status.OK, None, None, None
+    spacers = isolation.heap_spacers(job.salt)
     try:
         exec(program, namespace)
         result = eval(call, namespace)

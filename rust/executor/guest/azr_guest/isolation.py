@@ -144,11 +144,22 @@ def reset_interpreter_state(salt, reuse):
     _modules.enabled = reuse
 
 
-_SPACER_SIZES = range(8, 520, 8)
+# A bytearray's buffer is a separate small-object allocation of exactly size + 1 bytes, so these
+# reach every pymalloc size class, down to the 8-byte one that `object()` lives in.
+_SPACER_SIZES = range(1, 520, 8)
+_TUPLE_SIZES = range(1, 21)
+
+
+def _blocks(i):
+    """One allocation in each small-object size class, plus one from each type's free list."""
+    blocks = [bytearray(size) for size in _SPACER_SIZES]
+    blocks += [i + 0.5, i + 2**40, i + 2**80, [], {}, set(), object()]
+    blocks += [(i,) * n for n in _TUPLE_SIZES]
+    return blocks
 
 
 def heap_spacers(salt):
-    """Objects in every small size class, more of them on each determinism run, so that addresses
-    (`id()`, default hashes, reprs `at 0x...`) differ between runs: a program that shows one is
-    caught as nondeterministic even in fresh, otherwise identical instances."""
-    return [bytes(size) for _ in range(salt % 8 + 1) for size in _SPACER_SIZES]
+    """Hold `salt` sets of blocks, so that addresses (`id()`, default hashes, reprs `at 0x...`)
+    differ between determinism runs: a program that shows one is caught as nondeterministic even in
+    fresh, otherwise identical instances. Run 0 (most jobs' only run) pays nothing."""
+    return [_blocks(i) for i in range(salt)]
