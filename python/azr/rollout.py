@@ -44,10 +44,20 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
 
 
+# Called as `on_completion(index, completion)` as soon as the completion of `prompts[index]` is ready.
+CompletionCallback = Callable[[int, "Completion"], None]
+
+
 class RolloutEngine(Protocol):
     def generate(
-        self, prompts: Sequence[str], params: SamplingParams, *, progress: ProgressCallback | None = None
-    ) -> list[Completion]: ...
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        *,
+        progress: ProgressCallback | None = None,
+        on_completion: CompletionCallback | None = None,
+    ) -> list[Completion]:
+        """Completions in prompt order; each is also handed to `on_completion` as soon as it is ready."""
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the engine sample from `model`'s current weights."""
@@ -72,7 +82,12 @@ class HFEngine:
             self.model.load_state_dict(model.state_dict())
 
     def generate(
-        self, prompts: Sequence[str], params: SamplingParams, *, progress: ProgressCallback | None = None
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        *,
+        progress: ProgressCallback | None = None,
+        on_completion: CompletionCallback | None = None,
     ) -> list[Completion]:
         encoded = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -82,6 +97,8 @@ class HFEngine:
             batch = order[start : start + self.batch_size]
             for index, completion in zip(batch, self._generate_batch([encoded[i] for i in batch], params), strict=True):
                 results[index] = completion
+                if on_completion is not None:
+                    on_completion(index, completion)
             done += len(batch)
             if progress is not None:
                 progress(done, len(prompts))

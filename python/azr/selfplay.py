@@ -50,13 +50,13 @@ from azr.tasks import (
 from azr.trainer import Sample, TrainConfig, Trainer
 from azr.verify import (
     Check,
+    CheckStream,
     answer_check,
     correct,
     induction_check,
     proposal_check,
     proposed_induction,
     proposed_triplet,
-    run_checks,
 )
 
 TRIPLET_TASKS = (TaskType.DEDUCTION, TaskType.ABDUCTION)
@@ -82,6 +82,26 @@ class Rollout:
     @property
     def formatted(self) -> bool:
         return self.parsed is not None and self.parsed.formatted
+
+
+def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
+    from azr.rollout_vllm import VLLMEngine, default_tolerance, vllm_supports
+
+    choice = config.rollout_engine
+    if choice == "auto":
+        choice = "vllm" if vllm_supports(policy.model) else "hf"
+    if choice == "hf":
+        return HFEngine(policy.model, policy.tokenizer, config.generation_batch_size)
+
+    return VLLMEngine.from_model(
+        policy.model,
+        policy.tokenizer,
+        seed=config.seed,
+        max_model_len=config.max_prompt_tokens + config.max_response_tokens,
+        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        sleep_level=config.vllm_sleep_level,
+        sync_tolerance=default_tolerance(policy.model) if config.vllm_check_sync else None,
+    )
 
 
 def make_executor(config: SelfPlayConfig) -> Executor | RemoteExecutor:
@@ -134,7 +154,7 @@ class SelfPlay:
             reference = load_policy(config.model, seed=config.seed).model.to(self.device).eval()
             reference.requires_grad_(False)
         self.trainer = Trainer(self.policy.model, _train_config(config), reference)
-        self.engine = engine or HFEngine(self.policy.model, self.policy.tokenizer, config.generation_batch_size)
+        self.engine = engine or make_engine(config, self.policy)
         self.executor = executor or make_executor(config)
         self.sampling = SamplingParams(config.max_response_tokens, config.temperature, config.top_p)
         self.rng = random.Random(config.seed)
@@ -157,17 +177,13 @@ class SelfPlay:
         started = time.perf_counter()
         torch.manual_seed(self.rng.getrandbits(63))
 
+        # Each phase streams: a completion's checks go to the executor as soon as it is generated.
         proposals = self._proposer_rollouts()
-        with _timer(seconds, "generate"):
-            self._generate(proposals, "propose")
-        with _timer(seconds, "execute"):
-            self._validate(proposals)
+        self._generate_and_check(proposals, "propose", self._proposal_check, seconds)
+        self._add_new_tasks(proposals)
         solutions = self._solver_rollouts(proposals)
         learnability = [r for p in proposals for r in p.learnability]
-        with _timer(seconds, "generate"):
-            self._generate(solutions + learnability, "solve")
-        with _timer(seconds, "execute"):
-            self._score(solutions + learnability)
+        self._generate_and_check(solutions + learnability, "solve", self._answer_check, seconds)
         self._reward(proposals, solutions, learnability)
         trained = [r for r in proposals + solutions if r.trained]
         self._advantages(trained)
@@ -200,22 +216,25 @@ class SelfPlay:
             rollouts.append(Rollout(Role.PROPOSE, TaskType.INDUCTION, prompt, subject=subject))
         return [r for r in rollouts if not self._too_long(r.prompt)]
 
-    def _validate(self, proposals: list[Rollout]) -> None:
-        for rollout in proposals:
-            assert rollout.completion is not None
-            if rollout.task is TaskType.INDUCTION:
-                rollout.parsed = parse_induction_proposal(rollout.completion.text, self.config.induction_inputs)
-                if rollout.formatted:
-                    subject = rollout.subject
-                    assert isinstance(subject, Triplet) and isinstance(rollout.parsed.value, InductionProposal)
-                    rollout.check = induction_check(subject.program, subject.imports, rollout.parsed.value)
-            else:
-                rollout.parsed = parse_proposal(rollout.completion.text)
-                if rollout.formatted:
-                    assert isinstance(rollout.parsed.value, Proposal)
-                    rollout.check = proposal_check(rollout.parsed.value)
+    def _proposal_check(self, rollout: Rollout) -> Check | None:
+        """Parse a proposal; the check that validates it, when it is well formed."""
+        assert rollout.completion is not None
+        if rollout.task is TaskType.INDUCTION:
+            rollout.parsed = parse_induction_proposal(rollout.completion.text, self.config.induction_inputs)
+            if rollout.formatted:
+                subject = rollout.subject
+                assert isinstance(subject, Triplet) and isinstance(rollout.parsed.value, InductionProposal)
+                rollout.check = induction_check(subject.program, subject.imports, rollout.parsed.value)
+        else:
+            rollout.parsed = parse_proposal(rollout.completion.text)
+            if rollout.formatted:
+                assert isinstance(rollout.parsed.value, Proposal)
+                rollout.check = proposal_check(rollout.parsed.value)
+        return rollout.check
+
+    def _add_new_tasks(self, proposals: list[Rollout]) -> None:
+        """The tasks that valid proposals define, with their learnability rollouts."""
         checked = [r for r in proposals if r.check is not None]
-        run_checks(self.executor, [r.check for r in checked], progress=self._bar("validate proposals"))
         for rollout in checked:
             assert rollout.check is not None and rollout.parsed is not None
             if rollout.task is TaskType.INDUCTION:
@@ -256,16 +275,14 @@ class SelfPlay:
                     rollouts.append(Rollout(Role.SOLVE, task, prompt, subject=subject))
         return rollouts
 
-    def _score(self, solutions: list[Rollout]) -> None:
-        for rollout in solutions:
-            assert rollout.completion is not None and rollout.subject is not None
-            rollout.parsed = parse_solution(rollout.task, rollout.completion.text)
-            if rollout.formatted:
-                assert isinstance(rollout.parsed.value, str)
-                rollout.check = answer_check(rollout.task, rollout.subject, rollout.parsed.value)
-        run_checks(
-            self.executor, [r.check for r in solutions if r.check is not None], progress=self._bar("score answers")
-        )
+    def _answer_check(self, rollout: Rollout) -> Check | None:
+        """Parse an answer; the check that scores it, when it is well formed."""
+        assert rollout.completion is not None and rollout.subject is not None
+        rollout.parsed = parse_solution(rollout.task, rollout.completion.text)
+        if rollout.formatted:
+            assert isinstance(rollout.parsed.value, str)
+            rollout.check = answer_check(rollout.task, rollout.subject, rollout.parsed.value)
+        return rollout.check
 
     def _reward(self, proposals: list[Rollout], solutions: list[Rollout], learnability: list[Rollout]) -> None:
         for rollout in solutions + learnability:
@@ -305,12 +322,40 @@ class SelfPlay:
     def _too_long(self, prompt: str) -> bool:
         return len(self.policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]) > self.config.max_prompt_tokens
 
-    def _generate(self, rollouts: list[Rollout], phase: str) -> None:
+    def _generate_and_check(
+        self,
+        rollouts: list[Rollout],
+        phase: str,
+        make_check: Callable[[Rollout], Check | None],
+        seconds: dict[str, float],
+    ) -> None:
+        """Generate every rollout of a phase in one engine call, handing each completion's check to
+        the executor as soon as it is ready; the phase ends when the last outcome is in."""
         if not rollouts:
             return
-        completions = self.engine.generate([r.prompt for r in rollouts], self.sampling, progress=self._bar(phase))
-        for rollout, completion in zip(rollouts, completions, strict=True):
+        stream = CheckStream(self.executor)
+
+        def ready(index: int, completion: Completion) -> None:
+            rollout = rollouts[index]
             rollout.completion = completion
+            check = make_check(rollout)
+            if check is not None:
+                stream.submit([check])
+
+        started = time.perf_counter()
+        try:
+            self.engine.generate(
+                [r.prompt for r in rollouts], self.sampling, progress=self._bar(phase), on_completion=ready
+            )
+        finally:
+            seconds["generate"] += time.perf_counter() - started
+            timing = stream.finish()
+        missing = [r for r in rollouts if r.completion is None]
+        if missing:
+            raise RuntimeError(f"the rollout engine did not hand over {len(missing)} of {len(rollouts)} completions")
+        seconds["execute"] += timing.waited_s
+        seconds["verify"] += timing.verify_s
+        seconds["verify_hidden"] += timing.hidden_s
 
     def _bar(self, what: str) -> Callable[[int, int], None] | None:
         if not self.progress:
@@ -457,6 +502,7 @@ def _train_config(config: SelfPlayConfig) -> TrainConfig:
         micro_batch_tokens=config.micro_batch_tokens,
         gradient_checkpointing=config.gradient_checkpointing,
         kl_coef=config.kl_coef,
+        tis_cap=config.tis_cap,
     )
 
 

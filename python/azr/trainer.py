@@ -32,6 +32,10 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     kl_coef: float = 0.0
     loss_backend: str = "auto"
+    # Truncated importance sampling (0: off). The engine samples from slightly different numbers than
+    # the trainer computes (other kernels, precision); with a cap C, each token's advantage is weighted
+    # by min(π_trainer / π_engine, C) and the clip ratio is taken against the trainer's own log-probs.
+    tis_cap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ class Trainer:
             device = hidden.device
             advantages = torch.tensor([s.advantage for s in batch for _ in s.completion_ids], device=device)
             old = torch.tensor([lp for s in batch for lp in s.old_logprobs], device=device)
+            if self.config.tis_cap > 0:
+                advantages, old, truncated, weight_sum = self._importance_weights(hidden, targets, advantages, old)
+                totals["tis_truncated"] = totals.get("tis_truncated", 0.0) + truncated / total_tokens
+                totals["tis_weight_mean"] = totals.get("tis_weight_mean", 0.0) + weight_sum / total_tokens
             out = fused_policy_loss(
                 hidden,
                 self.head.weight,
@@ -125,6 +133,17 @@ class Trainer:
             totals["ratio_mean"] += out.ratio.sum().item() / total_tokens
             totals["ratio_max"] = max(totals["ratio_max"], out.ratio.max().item())
         return {**totals, "tokens": float(total_tokens), "sequences": float(total_sequences)}
+
+    def _importance_weights(
+        self, hidden: torch.Tensor, targets: torch.Tensor, advantages: torch.Tensor, engine: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        """Advantages weighted by the capped trainer/engine ratio, the trainer's log-probs as the new
+        `old`, and how many tokens were truncated and the weights' sum (for the logs)."""
+        with torch.no_grad():
+            trainer, _ = token_logprobs(hidden.detach(), self.head.weight, targets, self.config.temperature)
+            ratio = torch.exp(trainer.float() - engine)
+            weights = ratio.clamp(max=self.config.tis_cap)
+        return advantages * weights, trainer.float(), float((ratio > self.config.tis_cap).sum()), float(weights.sum())
 
     def _kl(self, batch: Sequence[Sample], hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean k3 estimate of KL(π ‖ π_ref) over the batch's completion tokens."""

@@ -13,6 +13,9 @@ batch and hands each check back its outcomes.
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +46,66 @@ def run_checks(
     for check in checks:
         check.outcomes = outcomes[position : position + len(check.jobs)]
         position += len(check.jobs)
+
+
+@dataclass
+class VerifyTiming:
+    verify_s: float  # the executor busy with this phase's checks
+    hidden_s: float  # of which while the engine was still generating
+    waited_s: float  # from the end of generation to the last outcome
+
+
+class CheckStream:
+    """Checks submitted while generation goes on, run by the executor in a background thread.
+
+    Whatever has been submitted when the executor becomes free goes in its next call (the GIL is
+    released while it runs), so verification of early completions hides behind the generation of
+    later ones. `finish()` marks the end of generation, waits for every outcome and says how much
+    of the verification was hidden.
+    """
+
+    def __init__(self, executor: Executor | RemoteExecutor) -> None:
+        self.executor = executor
+        self._pending: queue.SimpleQueue[Check | None] = queue.SimpleQueue()
+        self._busy: list[tuple[float, float]] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="azr-check-stream", daemon=True)
+        self._thread.start()
+
+    def submit(self, checks: Sequence[Check]) -> None:
+        for check in checks:
+            self._pending.put(check)
+
+    def _serve(self) -> None:
+        closed = False
+        while not closed:
+            batch = [self._pending.get()]
+            while True:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            closed = batch[-1] is None
+            checks = [check for check in batch if check is not None]
+            if not checks or self._error is not None:
+                continue
+            started = time.perf_counter()
+            try:
+                run_checks(self.executor, checks)
+            except Exception as error:  # noqa: BLE001 - handed to the caller by finish()
+                self._error = error
+            self._busy.append((started, time.perf_counter()))
+
+    def finish(self) -> VerifyTiming:
+        generated = time.perf_counter()
+        self._pending.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        verify = sum(end - start for start, end in self._busy)
+        hidden = sum(max(0.0, min(end, generated) - start) for start, end in self._busy)
+        last = max((end for _, end in self._busy), default=generated)
+        return VerifyTiming(verify, hidden, max(0.0, last - generated))
 
 
 def proposal_check(proposal: Proposal) -> Check:
