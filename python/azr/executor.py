@@ -139,10 +139,7 @@ class Executor:
 
         `progress=True` draws a bar on stderr; a callable is called as `progress(done, total)`.
         """
-        jobs = list(jobs)
-        for index, job in enumerate(jobs):
-            if not isinstance(job, Job):
-                raise TypeError(f"jobs[{index}] is a {type(job).__name__}; expected azr.executor.Job")
+        jobs = checked_jobs(jobs)
         callback, close = _progress_callback(progress, len(jobs))
         try:
             raw = self._native.run([(j.program, j.input, j.imports, j.expected, j.runs) for j in jobs], callback)
@@ -161,17 +158,31 @@ class Executor:
         return self.equal_many([(a, b)])[0]
 
     def equal_many(self, pairs: Iterable[tuple[str, str]]) -> list[bool]:
-        pairs = list(pairs)
-        for index, pair in enumerate(pairs):
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-                raise TypeError(f"pairs[{index}] must be a tuple of two str")
-        return self._native.equal(pairs)
+        return self._native.equal(checked_pairs(pairs))
 
     def __repr__(self) -> str:
         return (
             f"Executor(workers={self.workers}, timeout_s={self.timeout_s}, memory_mb={self.memory_mb}, "
             f"mode={self.mode!r}, isolation={self.isolation!r})"
         )
+
+
+def checked_jobs(jobs: Iterable[Job]) -> list[Job]:
+    """`jobs` as a list, or a `TypeError` naming the first element that is not a `Job`."""
+    jobs = list(jobs)
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Job):
+            raise TypeError(f"jobs[{index}] is a {type(job).__name__}; expected azr.executor.Job")
+    return jobs
+
+
+def checked_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`pairs` as a list, or a `TypeError` naming the first one that is not a tuple of two str."""
+    pairs = list(pairs)
+    for index, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise TypeError(f"pairs[{index}] must be a tuple of two str")
+    return pairs
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

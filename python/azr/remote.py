@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from azr.executor import STATUSES, Job, Outcome, ProgressCallback, _progress_callback
+from azr.executor import STATUSES, Job, Outcome, ProgressCallback, _progress_callback, checked_jobs, checked_pairs
 
 RETRYABLE = {429, 502, 503, 504}
 
@@ -173,10 +173,7 @@ class RemoteExecutor:
 
         `progress=True` draws a bar on stderr; a callable is called as `progress(done, total)`.
         """
-        jobs = list(jobs)
-        for index, job in enumerate(jobs):
-            if not isinstance(job, Job):
-                raise TypeError(f"jobs[{index}] is a {type(job).__name__}; expected azr.executor.Job")
+        jobs = checked_jobs(jobs)
         batches = [jobs[i : i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
         callback, close = _progress_callback(progress, len(jobs))
         done = 0
@@ -204,10 +201,7 @@ class RemoteExecutor:
         return self.equal_many([(a, b)])[0]
 
     def equal_many(self, pairs: Iterable[tuple[str, str]]) -> list[bool]:
-        pairs = list(pairs)
-        for index, pair in enumerate(pairs):
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-                raise TypeError(f"pairs[{index}] must be a tuple of two str")
+        pairs = checked_pairs(pairs)
         batches = [pairs[i : i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
         with ThreadPoolExecutor(max_workers=max(1, len(self.hosts) * self.concurrency)) as pool:
             answers = pool.map(lambda batch: self._post("/v1/equal", {"pairs": batch})["equal"], batches)
