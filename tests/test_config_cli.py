@@ -34,12 +34,12 @@ def test_defaults_are_the_papers() -> None:
 
 def test_precedence_preset_file_overrides(tmp_path: Path) -> None:
     (tmp_path / "run.yaml").write_text("batch_size: 3\nlr: 2.0e-6\ngradient_checkpointing: true\n")
-    (tmp_path / "run.toml").write_text('batch_size = 5\nexecutor_mode = "strict"\n')
+    (tmp_path / "run.toml").write_text('batch_size = 5\nexecutor_mode = "batch"\n')
     (tmp_path / "run.json").write_text(json.dumps({"steps": 7}))
     config = load_config("smoke", tmp_path / "run.yaml", ["lr=3e-6"])
     assert (config.batch_size, config.lr, config.gradient_checkpointing) == (3, 3e-6, True)
     assert config.references == PRESETS["smoke"]["references"]
-    assert load_config(None, tmp_path / "run.toml").executor_mode == "strict"
+    assert load_config(None, tmp_path / "run.toml").executor_mode == "batch"
     assert load_config(None, tmp_path / "run.json").steps == 7
 
 
@@ -54,6 +54,8 @@ def test_precedence_preset_file_overrides(tmp_path: Path) -> None:
         (["executor_mode=fast"], "executor_mode must be one of"),
         (["buffer_eviction=lifo"], "buffer_eviction must be one of"),
         (["induction_inputs=1"], "at least 2"),
+        # A proposer's reward is 1 − the solve rate of these samples: none would divide by zero.
+        (["learnability_samples=0"], "learnability_samples must be positive"),
         (["steps"], "must look like name=value"),
     ],
 )

@@ -97,6 +97,32 @@ ATTACKS = [
         statuses=("forbidden",),
     ),
     Attack("computed_import_name", "def f(a):\n    return eval('__imp' + 'ort__')('os')", statuses=("forbidden",)),
+    Attack(
+        "getattr_with_a_computed_name",
+        "def f(a):\n    return getattr(f, ''.join(['__glo', 'bals__']))",
+        statuses=("forbidden",),
+    ),
+    Attack(
+        "getattr_with_a_str_subclass",
+        "class S(str):\n    def __eq__(s, o):\n        return False\n    __hash__ = str.__hash__\n"
+        "def f(a):\n    return getattr(object, S('__subclasses__'))()",
+        statuses=("forbidden",),
+    ),
+    Attack(
+        "sys_through_a_module_attribute",
+        "import collections\ndef f(a):\n    return collections._sys.modules",
+        statuses=("error",),
+    ),
+    Attack(
+        "sys_through_from_import",
+        "from enum import sys\ndef f(a):\n    return sys.modules",
+        statuses=("error",),
+    ),
+    Attack(
+        "builtins_through_a_module",
+        "import json\ndef f(a):\n    return getattr(json, ''.join(['__built', 'ins__']))",
+        statuses=("forbidden",),
+    ),
     Attack("exec_an_import", "def f(a):\n    exec('import os')\n    return 1", statuses=("forbidden",)),
     Attack(
         "import_swallowing_the_refusal",
@@ -217,15 +243,17 @@ def guarded() -> Executor:
     return Executor(timeout_s=TIMEOUT_S, memory_mb=128)
 
 
-def test_there_are_at_least_thirty_attack_classes() -> None:
-    assert len(ATTACKS) >= 30
-    assert len({attack.name for attack in ATTACKS}) == len(ATTACKS)
+@pytest.fixture(scope="module")
+def guarded_batch() -> Executor:
+    return Executor(timeout_s=TIMEOUT_S, memory_mb=128, mode="batch")
 
 
+@pytest.mark.parametrize("mode", ["strict", "batch"])
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda attack: attack.name)
-def test_attack_is_contained(guarded: Executor, attack: Attack) -> None:
+def test_attack_is_contained(guarded: Executor, guarded_batch: Executor, attack: Attack, mode: str) -> None:
+    executor = guarded if mode == "strict" else guarded_batch
     started = time.monotonic()
-    [outcome] = guarded.run([Job(program=attack.program, input=attack.input)])
+    [outcome] = executor.run([Job(program=attack.program, input=attack.input)])
     wall = time.monotonic() - started
     if attack.harmless is not None:
         assert (outcome.status, outcome.output) == ("ok", attack.harmless), outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -14,8 +15,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from azr.executor import Executor, Job, RemoteExecutor, RemoteExecutorError
-from azr.remote import local_service
+from azr.executor import Executor, Job, RemoteExecutor, RemoteExecutorError, local_service
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -238,8 +238,14 @@ def test_remote_executor_spreads_over_hosts_and_names_a_dead_one() -> None:
         # One dead host among live ones: its batches are retried elsewhere.
         mixed = RemoteExecutor(["127.0.0.1:9", first], batch_size=2, retries=3, backoff_s=0.01)
         assert [o.output for o in mixed.run(jobs)] == [str(3 * i) for i in range(20)]
+    # A fleet that cannot be reached: the jobs come back `internal`, naming the host, never as a
+    # verdict on the programs; a comparison it cannot make raises.
+    dead = RemoteExecutor("127.0.0.1:9", retries=1, backoff_s=0.01)
+    [outcome] = dead.run(jobs[:1])
+    assert outcome.status == "internal" and outcome.matches is None
+    assert re.search(r"127\.0\.0\.1:9.*ConnectionRefusedError", outcome.error or ""), outcome
     with pytest.raises(RemoteExecutorError, match=r"127\.0\.0\.1:9.*ConnectionRefusedError"):
-        RemoteExecutor("127.0.0.1:9", retries=1, backoff_s=0.01).run(jobs[:1])
+        dead.equal("1", "1")
 
 
 def test_bad_remote_arguments() -> None:

@@ -23,7 +23,7 @@ def test_a_killed_worker_fails_its_jobs_and_is_replaced() -> None:
     running.join(timeout=10)
     assert not running.is_alive()
     [outcome] = outcomes
-    assert outcome.status == "error"
+    assert outcome.status == "internal"
     assert f"pid {pid}" in outcome.error and "exited" in outcome.error
     # The next batch gets a new worker process.
     [after] = executor.run([Job("def f(a):\n    return a", "7")])

@@ -4,6 +4,8 @@ weight sync and its staleness check, one self-play step. Skips where vLLM is not
 from __future__ import annotations
 
 import dataclasses
+import gc
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +72,13 @@ def test_generation_returns_the_policy_logprobs_and_is_seeded(engine: VLLMEngine
     torch.testing.assert_close(torch.tensor(hot.logprobs), expected, atol=1e-3, rtol=0)
 
 
+def test_truncated_sampling_is_refused_rather_than_misreported(engine: VLLMEngine) -> None:
+    """vLLM reports log-probs after top-p truncation; the trainer's are of the whole distribution,
+    so the engine refuses top_p < 1 instead of handing over log-probs of another distribution."""
+    with pytest.raises(ValueError, match="top_p < 1 with the vLLM engine"):
+        engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=4, top_p=0.9))
+
+
 def test_weight_sync_is_followed_and_a_skipped_sync_fails_loudly(engine: VLLMEngine, policy: Policy) -> None:
     engine.sync_weights(policy.model)
     assert engine.check_sync(policy.model) < 1e-3
@@ -107,6 +116,41 @@ def test_one_self_play_step_with_vllm(policy: Policy, tmp_path: Path) -> None:
     assert metrics["seconds/generate"] > 0 and torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True))
     assert run.engine.check_sync(policy.model) < 1e-3
+
+
+def test_resume_reproduces_the_next_step_exactly(tmp_path: Path) -> None:
+    """Two steps straight, and one step + resume + one step, give the same completions and metrics:
+    the engine's seed counter is part of the checkpoint."""
+    config = dataclasses.replace(
+        load_config("smoke"), model="tiny-qwen2", max_response_tokens=16, lr=1e-3, rollout_engine="vllm"
+    )
+    executor = Executor(mode="strict")
+
+    def fresh_run(out: Path) -> SelfPlay:
+        return SelfPlay(
+            config, out, policy=tiny_qwen2(seed=0, hidden_size=128, heads=2), executor=executor, progress=False
+        )
+
+    def logged(out: Path) -> tuple[list[dict], list[dict]]:
+        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        metrics = [{k: v for k, v in row.items() if not k.startswith("seconds/")} for row in metrics]
+        proposals = [json.loads(line) for line in (out / "proposals.jsonl").read_text().splitlines()]
+        return metrics, proposals
+
+    straight = fresh_run(tmp_path / "straight")
+    straight.run(2)
+    del straight
+    gc.collect()
+    first = fresh_run(tmp_path / "split")
+    first.run(1)
+    del first
+    gc.collect()
+    resumed = SelfPlay.resume(config, tmp_path / "split", executor=executor, progress=False)
+    assert isinstance(resumed.engine, VLLMEngine) and resumed.engine.calls == 2
+    resumed.run(2)
+    assert logged(tmp_path / "split") == logged(tmp_path / "straight")
+    completions = [row["completion"] for row in logged(tmp_path / "split")[1]]
+    assert len(set(completions)) > 1  # the steps did sample something
 
 
 def test_auto_picks_vllm_for_models_it_supports(policy: Policy) -> None:

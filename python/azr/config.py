@@ -27,6 +27,7 @@ class SelfPlayConfig:
     device: str = "auto"  # "auto": CUDA when available, else CPU
     seed: int = 0
     # Batch (paper Table 3): tasks per task-role, reference triplets, induction inputs, solver samples
+    # per proposal (at least 1: a proposer's reward is 1 − their solve rate)
     batch_size: int = 64
     references: int = 6
     induction_inputs: int = 10
@@ -61,15 +62,18 @@ class SelfPlayConfig:
     rollout_engine: Literal["auto", "hf", "vllm"] = "auto"
     vllm_sleep_level: int = 0  # GPU only: 1 frees the KV cache between phases, 2 the weights too
     vllm_gpu_memory_utilization: float = 0.5
-    vllm_check_sync: bool = False
+    vllm_check_sync: bool = False  # after each sync, compare log-probs of a fixed sequence; stale → error
     # Truncated importance sampling against engine/trainer mismatch: cap on π_trainer / π_engine (0: off;
     # 2 is a common choice). Logged as train/tis_weight_mean and train/tis_truncated.
-    tis_cap: float = 0.0  # after each sync, compare log-probs of a fixed sequence; stale → error
+    tis_cap: float = 0.0
     # Executor
     executor_workers: int = 0  # 0: all cores
     executor_timeout_s: float = 10.0
     executor_memory_mb: int = 256
-    executor_mode: Literal["strict", "batch"] = "batch"
+    # "strict" runs every check in a fresh sandbox: no program can touch what another sees, so no
+    # reward depends on another sample's program. "batch" is ~4× faster but shares an interpreter
+    # within a group of jobs (see the README's isolation notes): use it only where that is acceptable.
+    executor_mode: Literal["strict", "batch"] = "strict"
     # A fleet of `azr-executor serve` hosts, comma-separated ("http://exec-1:8000,http://exec-2:8000"):
     # when set, programs run there (with the hosts' own limits and mode) instead of on this machine.
     executor_urls: str = ""
@@ -88,6 +92,7 @@ class SelfPlayConfig:
             "generation_batch_size",
             "micro_batch_tokens",
             "buffer_capacity",
+            "learnability_samples",
             "steps",
             "checkpoint_every",
             "keep_checkpoints",
@@ -98,7 +103,6 @@ class SelfPlayConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in (
             "references",
-            "learnability_samples",
             "executor_workers",
             "kl_coef",
             "entropy_coef",

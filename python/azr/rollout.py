@@ -38,7 +38,8 @@ class SamplingParams:
 class Completion:
     prompt_ids: tuple[int, ...]
     token_ids: tuple[int, ...]
-    # log π(token) under the sampling distribution (logits / temperature, before top-p), per token
+    # log π(token) per token, in the distribution the trainer computes: softmax(logits / temperature)
+    # over the whole vocabulary (before any top-p truncation), whichever engine sampled it
     logprobs: tuple[float, ...]
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
@@ -62,6 +63,11 @@ class RolloutEngine(Protocol):
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the engine sample from `model`'s current weights."""
 
+    def state_dict(self) -> dict[str, int]:
+        """What a checkpoint must keep for the engine's next samples to be the same after a resume."""
+
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+
 
 class HFEngine:
     """Generation with transformers `generate`, sharing the trainer's model object, so a weight
@@ -80,6 +86,13 @@ class HFEngine:
     def sync_weights(self, model: torch.nn.Module) -> None:
         if model is not self.model:
             self.model.load_state_dict(model.state_dict())
+
+    def state_dict(self) -> dict[str, int]:
+        # Sampling draws from torch's global generator, which the self-play loop seeds every step.
+        return {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        pass
 
     def generate(
         self,

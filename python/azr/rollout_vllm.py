@@ -93,7 +93,8 @@ class VLLMEngine:
             # vLLM's CPU backend cannot resume a seeded sampler in a prefill split across steps
             # ("CPU Generator does not use offset"), so prompts are prefilled whole there.
             enable_chunked_prefill=on_gpu,
-            # Log-probs of the distribution actually sampled from (after temperature), like HFEngine's.
+            # Log-probs after temperature: with top_p = 1 (enforced in `generate`) exactly the
+            # distribution the trainer computes, as HFEngine's are.
             logprobs_mode="processed_logprobs",
         )
         self.tokenizer = self.llm.get_tokenizer()
@@ -123,6 +124,12 @@ class VLLMEngine:
         completion)` as soon as it finishes, while the others are still generating."""
         from vllm import SamplingParams as VSamplingParams
 
+        if params.top_p < 1:
+            raise ValueError(
+                "top_p < 1 with the vLLM engine: vLLM reports log-probs of the truncated distribution, not "
+                "softmax(logits / temperature) that the trainer computes, so the update would be biased; "
+                "use top_p=1 (the paper's setting) or rollout_engine=hf"
+            )
         self._wake()
         sampling = VSamplingParams(
             max_tokens=params.max_new_tokens,
@@ -167,6 +174,15 @@ class VLLMEngine:
         """Restart the sequence of sampling seeds: the same prompts then give the same completions."""
         self.seed = seed
         self.calls = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The seed and the call counter the per-request seeds come from: a resumed run goes on with
+        the seeds the uninterrupted run would have used."""
+        return {"seed": self.seed, "calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed = int(state.get("seed", self.seed))
+        self.calls = int(state.get("calls", 0))
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Load `model`'s current weights into the engine, tensor by tensor, and drop cached prefixes."""

@@ -32,7 +32,7 @@ from azr import prompts
 from azr.advantages import task_relative_advantages
 from azr.buffers import TaskBuffer
 from azr.config import SelfPlayConfig
-from azr.executor import Executor, RemoteExecutor
+from azr.executor import Executor, ExecutorProtocol, InternalError, RemoteExecutor
 from azr.models import Policy, load_policy
 from azr.parsing import InductionProposal, Parsed, Proposal, parse_induction_proposal, parse_proposal, parse_solution
 from azr.rewards import proposer_reward, solver_reward
@@ -57,6 +57,9 @@ from azr.verify import (
     proposal_check,
     proposed_induction,
     proposed_triplet,
+    rerun_undecided,
+    run_checks,
+    undecided,
 )
 
 TRIPLET_TASKS = (TaskType.DEDUCTION, TaskType.ABDUCTION)
@@ -74,6 +77,7 @@ class Rollout:
     subject: Triplet | InductionTask | None = None  # the task solved, or the program an induction proposal uses
     check: Check | None = None
     new_task: Triplet | InductionTask | None = None  # a valid proposal's task
+    rejection: str | None = None  # why a proposal that ran is still not a task
     learnability: list[Rollout] = field(default_factory=list)
     reward: float = 0.0
     advantage: float = 0.0
@@ -82,6 +86,11 @@ class Rollout:
     @property
     def formatted(self) -> bool:
         return self.parsed is not None and self.parsed.formatted
+
+    @property
+    def undecided(self) -> bool:
+        """The executor failed on this rollout's check (even when re-run): it gets no reward."""
+        return self.check is not None and undecided(self.check)
 
 
 def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
@@ -104,7 +113,7 @@ def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
     )
 
 
-def make_executor(config: SelfPlayConfig) -> Executor | RemoteExecutor:
+def make_executor(config: SelfPlayConfig) -> ExecutorProtocol:
     """The executor fleet named by `executor_urls`, else one on this machine's cores."""
     urls = [url.strip() for url in config.executor_urls.split(",") if url.strip()]
     if not urls:
@@ -130,7 +139,7 @@ class SelfPlay:
         out_dir: str | Path,
         *,
         policy: Policy | None = None,
-        executor: Executor | RemoteExecutor | None = None,
+        executor: ExecutorProtocol | None = None,
         engine: RolloutEngine | None = None,
         progress: bool = True,
     ) -> None:
@@ -163,10 +172,29 @@ class SelfPlay:
             task: TaskBuffer(Triplet, config.buffer_capacity, config.buffer_eviction) for task in TRIPLET_TASKS
         }
         self.buffers[TaskType.INDUCTION] = TaskBuffer(InductionTask, config.buffer_capacity, config.buffer_eviction)
+        seeds = self._validated(_seed_triplets(config.seed_file))
         for task in TRIPLET_TASKS:
-            self.buffers[task].add([IDENTITY_TRIPLET, *_seed_triplets(config.seed_file)], -1, self.rng)
+            self.buffers[task].add([IDENTITY_TRIPLET, *seeds], -1, self.rng)
         self.buffers[TaskType.INDUCTION].add([IDENTITY_INDUCTION], -1, self.rng)
         self._writer = None
+
+    def _validated(self, seeds: list[Triplet]) -> list[Triplet]:
+        """The seed triplets that are valid tasks here, as proposals are validated (an input that is
+        not data, a program that fails or is nondeterministic is dropped), with the output this
+        executor gives: it is the one solvers' answers are judged against."""
+        if not seeds:
+            return []
+        proposals = [Proposal("\n".join(filter(None, (seed.imports, seed.program))), seed.input) for seed in seeds]
+        checks = [proposal_check(proposal) for proposal in proposals]
+        run_checks(self.executor, checks, progress=self.progress)
+        valid = []
+        for seed, proposal, check in zip(seeds, proposals, checks, strict=True):
+            task = proposed_triplet(proposal, check)
+            if task is not None:
+                valid.append(Triplet(seed.program, seed.input, task.output, seed.imports))
+        if len(valid) < len(seeds):
+            print(f"azr: {len(seeds) - len(valid)} of {len(seeds)} seed triplets are not valid tasks here; dropped")
+        return valid
 
     # ------------------------------------------------------------------------------------------
     # One step
@@ -174,16 +202,17 @@ class SelfPlay:
     def step(self) -> dict[str, float]:
         self.step_index += 1
         seconds: dict[str, float] = defaultdict(float)
+        executor: dict[str, float] = defaultdict(float)
         started = time.perf_counter()
         torch.manual_seed(self.rng.getrandbits(63))
 
         # Each phase streams: a completion's checks go to the executor as soon as it is generated.
         proposals = self._proposer_rollouts()
-        self._generate_and_check(proposals, "propose", self._proposal_check, seconds)
+        self._generate_and_check(proposals, "propose", self._proposal_check, seconds, executor)
         self._add_new_tasks(proposals)
         solutions = self._solver_rollouts(proposals)
         learnability = [r for p in proposals for r in p.learnability]
-        self._generate_and_check(solutions + learnability, "solve", self._answer_check, seconds)
+        self._generate_and_check(solutions + learnability, "solve", self._answer_check, seconds, executor)
         self._reward(proposals, solutions, learnability)
         trained = [r for r in proposals + solutions if r.trained]
         self._advantages(trained)
@@ -196,6 +225,7 @@ class SelfPlay:
             )
         seconds["step"] = time.perf_counter() - started
         metrics = self._metrics(proposals, solutions, learnability, update, seconds)
+        metrics.update({f"executor/{k}": v for k, v in executor.items()})
         self._record(metrics, proposals)
         return metrics
 
@@ -246,17 +276,18 @@ class SelfPlay:
             else:
                 assert isinstance(rollout.parsed.value, Proposal)
                 rollout.new_task = proposed_triplet(rollout.parsed.value, rollout.check)
-            if rollout.new_task is not None:
-                rollout.learnability = [
-                    Rollout(
-                        Role.SOLVE,
-                        rollout.task,
-                        self._solve_prompt(rollout.task, rollout.new_task),
-                        subject=rollout.new_task,
-                        trained=False,
-                    )
-                    for _ in range(self.config.learnability_samples)
-                ]
+            if rollout.new_task is None:
+                continue
+            prompt = self._solve_prompt(rollout.task, rollout.new_task)
+            if self._too_long(prompt):
+                # No solver could be asked: the task is of no use, like one that does not run.
+                rollout.new_task = None
+                rollout.rejection = "the task's solver prompt is longer than max_prompt_tokens"
+                continue
+            rollout.learnability = [
+                Rollout(Role.SOLVE, rollout.task, prompt, subject=rollout.new_task, trained=False)
+                for _ in range(self.config.learnability_samples)
+            ]
 
     def _solver_rollouts(self, proposals: list[Rollout]) -> list[Rollout]:
         """B solver tasks per type: this step's new tasks first, then tasks from the buffer."""
@@ -285,13 +316,21 @@ class SelfPlay:
         return rollout.check
 
     def _reward(self, proposals: list[Rollout], solutions: list[Rollout], learnability: list[Rollout]) -> None:
+        """Rewards from the verdicts. A rollout the executor could not judge gets none and is left
+        out of the update; a proposal's solve rate counts only the samples that were judged."""
         for rollout in solutions + learnability:
+            if rollout.undecided:
+                rollout.trained = False
+                continue
             rollout.reward = solver_reward(rollout.check is not None and correct(rollout.check), rollout.formatted)
         for rollout in proposals:
+            judged = [r for r in rollout.learnability if not r.undecided]
+            if rollout.undecided or (rollout.new_task is not None and not judged):
+                rollout.trained = False
+                continue
             solve_rate = None
             if rollout.new_task is not None:
-                solved = [r.check is not None and correct(r.check) for r in rollout.learnability]
-                solve_rate = sum(solved) / len(solved)
+                solve_rate = sum(r.check is not None and correct(r.check) for r in judged) / len(judged)
             rollout.reward = proposer_reward(
                 rollout.formatted, rollout.new_task is not None, solve_rate, extreme=self.config.extreme_proposer_reward
             )
@@ -328,9 +367,12 @@ class SelfPlay:
         phase: str,
         make_check: Callable[[Rollout], Check | None],
         seconds: dict[str, float],
+        executor: dict[str, float],
     ) -> None:
         """Generate every rollout of a phase in one engine call, handing each completion's check to
-        the executor as soon as it is ready; the phase ends when the last outcome is in."""
+        the executor as soon as it is ready; the phase ends when the last outcome is in. Checks the
+        executor failed on are run once more; those that fail again stay undecided (counted in
+        `executor/internal`), and a phase where every check failed stops the run."""
         if not rollouts:
             return
         stream = CheckStream(self.executor)
@@ -356,6 +398,16 @@ class SelfPlay:
         seconds["execute"] += timing.waited_s
         seconds["verify"] += timing.verify_s
         seconds["verify_hidden"] += timing.hidden_s
+        checks = [r.check for r in rollouts if r.check is not None]
+        with _timer(seconds, "execute"):
+            retried, failed = rerun_undecided(self.executor, checks)
+        executor["internal_retried"] += retried
+        executor["internal"] += failed
+        if checks and failed == len(checks):
+            first = next(o for c in checks for o in c.outcomes if o.internal)
+            raise InternalError(
+                f"the executor failed on all {failed} checks of the {phase} phase, twice; the last error: {first.error}"
+            )
 
     def _bar(self, what: str) -> Callable[[int, int], None] | None:
         if not self.progress:
@@ -386,7 +438,8 @@ class SelfPlay:
         metrics: dict[str, float] = {"step": float(self.step_index)}
         groups: dict[tuple[Role, TaskType], list[Rollout]] = defaultdict(list)
         for rollout in proposals + solutions:
-            groups[(rollout.role, rollout.task)].append(rollout)
+            if rollout.trained:  # what the executor could not judge has no reward to show
+                groups[(rollout.role, rollout.task)].append(rollout)
         for task_role in TASK_ROLES:
             members = groups.get(task_role, [])
             name = role_name(task_role)
@@ -409,7 +462,7 @@ class SelfPlay:
                 metrics[f"accuracy/{task.value}"] = _mean(
                     [1.0 if r.check and correct(r.check) else 0.0 for r in answered]
                 )
-            rates = [r.reward for r in learnability if r.task is task]
+            rates = [r.reward for r in learnability if r.task is task and not r.undecided]
             if rates:
                 metrics[f"learnability_accuracy/{task.value}"] = _mean([1.0 if x > 0 else 0.0 for x in rates])
             metrics[f"buffer/{task.value}"] = float(len(self.buffers[task]))
@@ -458,6 +511,7 @@ class SelfPlay:
             "step": self.step_index,
             "rng": _jsonable_rng(self.rng.getstate()),
             "buffers": {task.value: buffer.to_json() for task, buffer in self.buffers.items()},
+            "engine": self.engine.state_dict(),
             "config": self.config.to_json(),
         }
         (partial / "state.json").write_text(json.dumps(state))
@@ -484,6 +538,7 @@ class SelfPlay:
         run.step_index = state["step"]
         run.rng.setstate(_rng_from_json(state["rng"]))
         run.buffers = {TaskType(name): TaskBuffer.from_json(data) for name, data in state["buffers"].items()}
+        run.engine.load_state_dict(state.get("engine", {}))
         _truncate_log(out / "metrics.jsonl", run.step_index)
         _truncate_log(out / "proposals.jsonl", run.step_index)
         return run
@@ -532,7 +587,7 @@ def _proposal_record(step: int, rollout: Rollout) -> dict[str, Any]:
         "task": rollout.task.value,
         "formatted": rollout.formatted,
         "valid": rollout.new_task is not None,
-        "reward": rollout.reward,
+        "reward": rollout.reward if rollout.trained else None,
     }
     if rollout.parsed is not None and not rollout.formatted:
         record["format_error"] = rollout.parsed.reason
@@ -547,9 +602,11 @@ def _proposal_record(step: int, rollout: Rollout) -> dict[str, Any]:
         )
     elif rollout.check is not None and rollout.check.outcomes:
         failed = next((o for o in rollout.check.outcomes if o.status != "ok"), rollout.check.outcomes[0])
-        record["invalid"] = f"{failed.status}: {failed.error}"
+        record["invalid"] = rollout.rejection or f"{failed.status}: {failed.error}"
         if rollout.parsed is not None and isinstance(rollout.parsed.value, Proposal):
             record.update(program=rollout.parsed.value.program, input=rollout.parsed.value.input)
+    if not rollout.trained:
+        record["left_out"] = "the executor could not judge it (internal)"
     if rollout.completion is not None:
         record["completion"] = rollout.completion.text[:2000]
     return record

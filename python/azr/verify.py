@@ -3,12 +3,17 @@
 Checks collect jobs from many completions; `run_checks` sends all of them to the executor in one
 batch and hands each check back its outcomes.
 
-- A deduction/abduction proposal is valid when its program runs on its input to an `ok` that two
-  fresh runs agree on (the paper's determinism check, j = 2); the output becomes the task's answer.
+- A deduction/abduction proposal is valid when its input is data and its program runs on it to an
+  `ok` that two fresh runs agree on (the paper's determinism check, j = 2); the output becomes the
+  task's answer.
 - An induction proposal is valid when the program runs to a deterministic `ok` on every input.
-- A deduction answer is correct when the program's result equals it (compared in the program's
-  namespace); an abduction answer when the program maps it to the task's output; an induction
-  answer (a program) when it maps every hidden input to its output.
+- A deduction answer is correct when it is data equal to the program's result (or, for a result
+  that is not data, exactly its repr); an abduction answer when it is data that the program maps
+  to the task's output; an induction answer (a program) when it maps every hidden input to its
+  output. Answers are never evaluated, let alone in the program's namespace: see the judge's
+  grammar and comparison in the README.
+- A check whose jobs the executor failed on (`internal`) decides nothing: `undecided` says so, and
+  the caller re-runs it or leaves its sample out.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from azr.executor import Executor, Job, Outcome, RemoteExecutor
+from azr.executor import ExecutorProtocol, Job, Outcome
 from azr.parsing import InductionProposal, Proposal
 from azr.tasks import InductionTask, TaskType, Triplet
 
@@ -35,7 +40,7 @@ class Check:
 
 
 def run_checks(
-    executor: Executor | RemoteExecutor,
+    executor: ExecutorProtocol,
     checks: Sequence[Check],
     progress: Callable[[int, int], None] | bool | None = None,
 ) -> None:
@@ -64,7 +69,7 @@ class CheckStream:
     of the verification was hidden.
     """
 
-    def __init__(self, executor: Executor | RemoteExecutor) -> None:
+    def __init__(self, executor: ExecutorProtocol) -> None:
         self.executor = executor
         self._pending: queue.SimpleQueue[Check | None] = queue.SimpleQueue()
         self._busy: list[tuple[float, float]] = []
@@ -151,3 +156,18 @@ def answer_check(task: TaskType, subject: Triplet | InductionTask, answer: str) 
 
 def correct(check: Check) -> bool:
     return bool(check.outcomes) and all(o.status == "ok" and o.matches for o in check.outcomes)
+
+
+def undecided(check: Check) -> bool:
+    """Whether the executor failed on one of the check's jobs, so that the check says nothing
+    about the completion (and must never become a reward)."""
+    return any(o.internal for o in check.outcomes)
+
+
+def rerun_undecided(executor: ExecutorProtocol, checks: Sequence[Check]) -> tuple[int, int]:
+    """Run once more every check the executor failed on. Returns how many were re-run and how
+    many failed again (those stay undecided)."""
+    failed = [check for check in checks if undecided(check)]
+    if failed:
+        run_checks(executor, failed)
+    return len(failed), sum(undecided(check) for check in failed)

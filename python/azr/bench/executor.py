@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import multiprocessing
 import os
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +33,10 @@ from pathlib import Path
 from azr.bench.sample import sample_programs
 from azr.executor import Executor, Job
 
-Program = tuple[str, str, str]  # (program, input, imports)
+# Names the reprs of built-in values use, for the reference-style comparison of the baselines.
+REPR_NAMES = {"inf": math.inf, "nan": math.nan, "Counter": Counter, "OrderedDict": OrderedDict, "deque": deque}
+# (program, input, imports, expected): with `expected`, the result is judged against that answer.
+Program = tuple[str, str, str, str | None]
 
 
 @dataclass
@@ -59,11 +64,11 @@ def load_workload(data_dir: Path, limit: int) -> tuple[list[Program], str]:
     seeds = sorted((data_dir / "azr_seed").glob("*_seed_io.jsonl"))
     seeds = [path for path in seeds if "code_f" not in path.name]
     if not seeds:
-        return [(p, i, "") for p, i in sample_programs()], "the shipped sample (python/azr/bench/sample.py)"
+        return [(p, i, "", None) for p, i in sample_programs()], "the shipped sample (python/azr/bench/sample.py)"
     programs = []
     for path in seeds:
         for row in map(json.loads, path.open()):
-            programs.append((row["snippet"], row["input"], "\n".join(row.get("imports") or ())))
+            programs.append((row["snippet"], row["input"], "\n".join(row.get("imports") or ()), None))
     return programs[:limit], f"AZR seed programs from {data_dir / 'azr_seed'}"
 
 
@@ -73,23 +78,30 @@ def load_induction_workload(data_dir: Path, limit: int) -> list[Program]:
     for path in sorted((data_dir / "azr_seed").glob("*_code_f_seed_io.jsonl")):
         for row in map(json.loads, path.open()):
             imports = "\n".join(row.get("imports") or ())
-            programs += [(row["snippet"], arguments, imports) for arguments in row["inputs"]]
+            programs += [(row["snippet"], arguments, imports, None) for arguments in row["inputs"]]
     return programs[:limit]
 
 
 def runnable(executor: Executor, programs: list[Program]) -> list[Program]:
     """The valid AZR tasks among `programs`: those the sandbox runs to an `ok` that two runs agree
     on (all methods then run the same set, and a repeated run must give the same verdict)."""
-    outcomes = executor.run([Job(p, i, imports=imp, runs=2) for p, i, imp in programs])
+    outcomes = executor.run([Job(p, i, imports=imp, runs=2) for p, i, imp, _ in programs])
     return [program for program, outcome in zip(programs, outcomes, strict=True) if outcome.ok]
 
 
+def solver_checks(executor: Executor, programs: list[Program]) -> list[Program]:
+    """Each program judged against its own output, as a correct solver answer is: what a
+    deduction check costs, the judge included."""
+    outcomes = executor.run([Job(p, i, imports=imp) for p, i, imp, _ in programs])
+    return [(p, i, imp, o.output) for (p, i, imp, _), o in zip(programs, outcomes, strict=True) if o.ok]
+
+
 def measure_executor(name: str, executor: Executor, programs: list[Program]) -> Measurement:
-    jobs = [Job(p, i, imports=imp) for p, i, imp in programs]
+    jobs = [Job(p, i, imports=imp, expected=expected) for p, i, imp, expected in programs]
     started = time.perf_counter()
     outcomes = executor.run(jobs)
     seconds = time.perf_counter() - started
-    failed = [o for o in outcomes if not o.ok]
+    failed = [o for o, job in zip(outcomes, jobs, strict=True) if not o.ok or (job.expected and not o.matches)]
     if failed:
         raise RuntimeError(f"{name}: {len(failed)} programs failed, e.g. {failed[0]}")
     return Measurement(name, len(jobs), seconds, [o.elapsed_s for o in outcomes])
@@ -102,14 +114,23 @@ class _Discard(io.TextIOBase):
 
 def native(program: Program) -> tuple[str, float]:
     """Run one program with `exec` in this process: no isolation whatsoever. What it prints is
-    discarded, as the sandbox discards it."""
-    source, arguments, imports = program
+    discarded, as the sandbox discards it. An expected answer is compared the reference's way,
+    `eval(expected) == result` (which a policy can game)."""
+    source, arguments, imports, expected = program
     started = time.perf_counter()
     namespace: dict = {"__name__": "__azr__"}
     with contextlib.redirect_stdout(_Discard()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exec(imports + "\n" + source, namespace)
-        result = repr(eval(f"f({arguments})", namespace))
+        value = eval(f"f({arguments})", namespace)
+        result = repr(value)
+        if expected is not None:
+            # Judged as the reference does (the verdict is not the point here, its cost is): a
+            # text that is not an expression is compared as text.
+            try:
+                eval(expected, dict(REPR_NAMES)) == value  # noqa: B015
+            except Exception:  # noqa: BLE001
+                expected.strip() == result  # noqa: B015
     return result, time.perf_counter() - started
 
 
@@ -129,7 +150,7 @@ def measure_pool(pool: multiprocessing.pool.Pool, workers: int, programs: list[P
 
 def measure_subprocess(workers: int, programs: list[Program]) -> Measurement:
     def one(program: Program) -> float:
-        source, arguments, imports = program
+        source, arguments, imports, _ = program
         started = time.perf_counter()
         script = f"{imports}\n{source}\nresult = repr(f({arguments}))"
         subprocess.run([sys.executable, "-W", "ignore", "-c", script], check=True, capture_output=True, timeout=60)
@@ -173,7 +194,7 @@ def resident_kib(pid: int | str, field: str) -> int:
 def soak(executor: Executor, programs: list[Program], total: int, chunk: int = 5000) -> dict:
     """Run `total` programs (the workload, cycled) through one executor; follow resident memory of
     this process and its workers, and count outcomes that differ from the program's own verdict."""
-    verdicts = [(o.status, o.output) for o in executor.run([Job(p, i, imports=imp) for p, i, imp in programs])]
+    verdicts = [(o.status, o.output) for o in executor.run([Job(p, i, imports=imp) for p, i, imp, _ in programs])]
     samples, unexpected, done = [], 0, 0
     while done < total:
         indices = [(done + k) % len(programs) for k in range(min(chunk, total - done))]
@@ -261,6 +282,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--soak", type=int, default=0, metavar="N", help="also run N programs and follow resident memory"
     )
+    parser.add_argument(
+        "--workload",
+        choices=["all", "seeds", "induction", "checks"],
+        default="all",
+        help="seeds: programs run once; induction: programs over all their inputs; checks: programs judged "
+        "against an expected answer, as solver checks are",
+    )
     parser.add_argument("--skip-compile", action="store_true", help="do not measure the first-use compile time")
     args = parser.parse_args(argv)
 
@@ -268,10 +296,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     strict = Executor(workers=args.workers, mode="strict", timeout_s=10.0)
     batch = Executor(workers=args.workers, mode="batch", timeout_s=10.0)
     programs = runnable(batch, programs)
-    workloads = [(workload, programs)]
-    induction = runnable(batch, load_induction_workload(args.data, args.programs))
-    if induction:
-        workloads.append(("AZR induction seeds: each program with all its inputs, in order", induction))
+    workloads = []
+    if args.workload in ("all", "seeds"):
+        workloads.append((workload, programs))
+    if args.workload in ("all", "induction"):
+        induction = runnable(batch, load_induction_workload(args.data, args.programs))
+        if induction:
+            workloads.append(("AZR induction seeds: each program with all its inputs, in order", induction))
+    if args.workload in ("all", "checks"):
+        checks = solver_checks(batch, programs)
+        workloads.append(("solver checks: each seed program judged against its own output", checks))
     rates: dict[str, dict[str, float]] = {}
     with multiprocessing.get_context("forkserver").Pool(args.workers) as pool:
         pool.map(native, programs[: args.workers * 4])  # start the pool's workers before timing

@@ -32,8 +32,7 @@ from pathlib import Path
 import msgpack
 
 from azr.bench.executor import Measurement, Program, default_data_dir, load_workload, median_measurement, runnable
-from azr.executor import MODES, Executor, Job
-from azr.remote import RemoteExecutor, local_service
+from azr.executor import MODES, Executor, Job, RemoteExecutor, local_service
 
 TARGET_RATIO = 0.8
 

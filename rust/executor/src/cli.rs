@@ -178,14 +178,24 @@ pub fn main(args: impl IntoIterator<Item = OsString>, interrupted: &dyn Fn() -> 
         Command::Serve(args) => serve(args),
         Command::Info => info(),
         Command::MemoryProbe { instances } => memory_probe(instances),
-        Command::Worker => crate::worker::serve(std::io::stdin().lock(), std::io::stdout().lock())
-            .map(|()| 0)
-            .context("the sandbox worker's connection failed"),
+        Command::Worker => worker(),
     };
     result.unwrap_or_else(|error| {
         eprintln!("azr-executor: error: {error:#}");
         1
     })
+}
+
+/// Serve as a sandbox worker, in a thread whose stack holds the guest's deepest recursion (the
+/// calling thread's may be the 8 MiB main thread of whatever process started us).
+fn worker() -> anyhow::Result<i32> {
+    let serving = std::thread::Builder::new()
+        .name("azr-worker".into())
+        .stack_size(crate::runtime::WORKER_STACK_BYTES)
+        .spawn(|| crate::worker::serve(std::io::stdin().lock(), std::io::stdout().lock()))
+        .context("cannot start the sandbox worker's thread")?;
+    let served = serving.join().map_err(|_| anyhow::anyhow!("the sandbox worker's thread panicked"))?;
+    served.map(|()| 0).context("the sandbox worker's connection failed")
 }
 
 enum Line {

@@ -15,6 +15,8 @@ pub enum ExecutorError {
     Cancelled,
     #[error("the executor's worker threads stopped unexpectedly")]
     WorkersGone,
+    #[error("the executor failed: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = ExecutorError> = std::result::Result<T, E>;

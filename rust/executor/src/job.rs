@@ -18,7 +18,8 @@ pub struct Job {
     /// Import lines run before the program. AZR data stores them as a list; both forms are accepted.
     #[serde(default, deserialize_with = "lines_or_text")]
     pub imports: String,
-    /// An expression evaluated in the program's namespace and compared with the result by `==`.
+    /// The answer the result is judged against: a data text (compared as data) or, for a result that
+    /// is not data, its repr text. Read before the program runs, never in its namespace.
     #[serde(default)]
     pub expected: Option<String>,
     /// How many fresh executions must agree (AZR's determinism check uses 2).
@@ -89,10 +90,13 @@ pub enum Status {
     Memory,
     OutputLimit,
     Nondeterministic,
+    /// The executor failed (a worker died, the harness faulted, a service was unreachable): not the
+    /// program's doing, so never a verdict on it.
+    Internal,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Ok,
         Status::Error,
         Status::Syntax,
@@ -101,6 +105,7 @@ impl Status {
         Status::Memory,
         Status::OutputLimit,
         Status::Nondeterministic,
+        Status::Internal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +118,7 @@ impl Status {
             Status::Memory => "memory",
             Status::OutputLimit => "output_limit",
             Status::Nondeterministic => "nondeterministic",
+            Status::Internal => "internal",
         }
     }
 }
@@ -129,7 +135,8 @@ pub struct Outcome {
     pub status: Status,
     pub output: Option<String>,
     pub error: Option<String>,
-    /// Whether the result equals `expected`, when the job gave one and the program ran.
+    /// Whether the result equals `expected` (as data, or by repr text for a result that is not data),
+    /// when the job gave one and the program ran to `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matches: Option<bool>,
     /// Seconds spent executing the job, all its runs together.
@@ -242,7 +249,7 @@ mod tests {
         let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             names,
-            ["ok", "error", "syntax", "forbidden", "timeout", "memory", "output_limit", "nondeterministic"]
+            ["ok", "error", "syntax", "forbidden", "timeout", "memory", "output_limit", "nondeterministic", "internal"]
         );
         assert_eq!(serde_json::to_string(&Status::OutputLimit).unwrap(), "\"output_limit\"");
         assert_eq!("batch".parse::<Mode>(), Ok(Mode::Batch));

@@ -76,7 +76,7 @@ struct JobBatch {
 
 struct EqualBatch {
     pairs: Vec<(String, String)>,
-    results: Sender<(usize, bool)>,
+    results: Sender<(usize, Result<bool, String>)>,
 }
 
 /// How one worker runs a task.
@@ -97,14 +97,16 @@ impl Backend {
         }
     }
 
-    fn compare(&mut self, limits: Limits, pairs: &[(String, String)]) -> Vec<bool> {
+    fn compare(&mut self, limits: Limits, pairs: &[(String, String)]) -> Result<Vec<bool>, String> {
         let answer = match self {
             Backend::Thread(runtime) => return work::compare(runtime, limits, pairs),
             Backend::Process(worker) => worker.call(&Request::Equal(pairs.to_vec())),
         };
         match answer {
-            Ok(Response::Equal(values)) if values.len() == pairs.len() => values,
-            _ => pairs.iter().map(|(a, b)| a.trim() == b.trim()).collect(),
+            Ok(Response::Equal(values)) if values.len() == pairs.len() => Ok(values),
+            Ok(Response::Failed(reason)) => Err(reason),
+            Ok(other) => Err(format!("the sandbox worker answered {other:?}")),
+            Err(reason) => Err(reason),
         }
     }
 }
@@ -119,7 +121,7 @@ impl Backend {
 }
 
 fn failures(count: usize, reason: &str) -> Vec<Outcome> {
-    (0..count).map(|_| work::failed(Status::Error, reason.to_string(), 0.0)).collect()
+    (0..count).map(|_| work::failed(Status::Internal, reason.to_string(), 0.0)).collect()
 }
 
 pub struct Executor {
@@ -213,7 +215,8 @@ impl Executor {
         Ok(outcomes.into_iter().flatten().collect())
     }
 
-    /// AZR value equality for each pair of repr texts.
+    /// Value equality for each pair of texts (the judge's: see `guest/azr_guest/data.py`).
+    /// `Err(Internal)` when the executor could not decide a pair: a failure is never a `false`.
     pub fn equal(&self, pairs: Vec<(String, String)>) -> Result<Vec<bool>> {
         let total = pairs.len();
         let (results, finished) = crossbeam_channel::unbounded();
@@ -222,9 +225,9 @@ impl Executor {
         for start in (0..total).step_by(chunk) {
             self.send(Task::Equal { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
         }
-        let mut equal = vec![false; total];
+        let mut equal = vec![Ok(false); total];
         collect(&finished, total, &mut |_, _| Control::Continue, |index, value| equal[index] = value)?;
-        Ok(equal)
+        equal.into_iter().collect::<std::result::Result<_, _>>().map_err(ExecutorError::Internal)
     }
 
     fn send(&self, task: Task) -> Result<()> {
@@ -326,10 +329,12 @@ fn serve_tasks(
                 }
             }
             Task::Equal { batch, range } => {
+                let start = range.start;
                 let pairs = &batch.pairs[range.clone()];
                 let values = catch_unwind(AssertUnwindSafe(|| backend.compare(limits, pairs)))
-                    .unwrap_or_else(|_| pairs.iter().map(|(a, b)| a.trim() == b.trim()).collect());
-                for (index, value) in range.zip(values) {
+                    .unwrap_or_else(|panic| Err(format!("internal error: {}", panic_message(&panic))));
+                for index in range {
+                    let value = values.as_ref().map(|values| values[index - start]).map_err(Clone::clone);
                     let _ = batch.results.send((index, value));
                 }
             }

@@ -1,27 +1,66 @@
 //! `azr._executor`: the Rust executor for Python. The typed API (`Job`, `Outcome`, argument
-//! checks) lives in `python/azr/executor.py`; this layer moves tuples and releases the GIL for
-//! the whole batch, taking it back only to report progress and check for Ctrl-C.
+//! checks) lives in `python/azr/executor/`; this layer moves tuples and releases the GIL for
+//! the whole batch, taking it back only to report progress and check for Ctrl-C. It also defines
+//! the executor's exceptions and exports the statuses, modes and limits, so that Python repeats
+//! none of them (`azr/_executor.pyi` types them).
 
 use crate::cli;
-use crate::error::ExecutorError;
+use crate::error;
 use crate::guest::{GUEST_SHA256, WASMTIME_VERSION};
-use crate::job::{Job, Limits, Mode, MAX_RUNS};
+use crate::job::{Job, Limits, Mode, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
 use crate::pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, MAX_WORKERS};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 use std::ffi::OsString;
+
+pyo3::create_exception!(
+    azr._executor,
+    ExecutorError,
+    PyRuntimeError,
+    "Base of the executor's own errors (a program's failure is an outcome, never an exception)."
+);
+pyo3::create_exception!(azr._executor, GuestError, ExecutorError, "The sandbox guest could not be prepared.");
+pyo3::create_exception!(
+    azr._executor,
+    InternalError,
+    ExecutorError,
+    "The executor's machinery failed (workers gone, a comparison it could not make)."
+);
+pyo3::create_exception!(
+    azr._executor,
+    CancelledError,
+    ExecutorError,
+    "A batch was stopped before all its jobs finished."
+);
+pyo3::create_exception!(
+    azr._executor,
+    RemoteExecutorError,
+    ExecutorError,
+    "A batch could not be run on any executor service host."
+);
+
+/// `InvalidJobError(ExecutorError, ValueError)`: made at import, since it has two bases.
+static INVALID_JOB: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// (program, input, imports, expected, runs)
 type JobTuple = (String, String, String, Option<String>, u32);
 /// (status, output, error, elapsed_s, matches)
 type OutcomeTuple = (&'static str, Option<String>, Option<String>, f64, Option<bool>);
 
-fn to_py(error: ExecutorError) -> PyErr {
+fn to_py(error: error::ExecutorError) -> PyErr {
+    let message = error.to_string();
     match error {
-        ExecutorError::InvalidJob { .. } | ExecutorError::InvalidConfig(_) => PyValueError::new_err(error.to_string()),
-        ExecutorError::Guest(_) | ExecutorError::Cancelled | ExecutorError::WorkersGone => {
-            PyRuntimeError::new_err(error.to_string())
+        error::ExecutorError::InvalidJob { .. } | error::ExecutorError::InvalidConfig(_) => {
+            Python::attach(|py| match INVALID_JOB.get(py) {
+                Some(kind) => PyErr::from_type(kind.bind(py).clone(), message),
+                None => PyValueError::new_err(message),
+            })
         }
+        error::ExecutorError::Guest(_) => GuestError::new_err(message),
+        error::ExecutorError::Cancelled => CancelledError::new_err(message),
+        error::ExecutorError::WorkersGone | error::ExecutorError::Internal(_) => InternalError::new_err(message),
     }
 }
 
@@ -95,7 +134,8 @@ impl NativeExecutor {
             .collect())
     }
 
-    /// AZR value equality of each pair of repr texts, evaluated in sandboxes.
+    /// Value equality of each pair of texts, as the judge compares (`InternalError` when the
+    /// executor could not decide).
     fn equal(&self, py: Python<'_>, pairs: Vec<(String, String)>) -> PyResult<Vec<bool>> {
         py.detach(|| self.inner.equal(pairs)).map_err(to_py)
     }
@@ -120,6 +160,26 @@ fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
 
 #[pymodule]
 fn _executor(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    module.add("ExecutorError", py.get_type::<ExecutorError>())?;
+    module.add("GuestError", py.get_type::<GuestError>())?;
+    module.add("InternalError", py.get_type::<InternalError>())?;
+    module.add("CancelledError", py.get_type::<CancelledError>())?;
+    module.add("RemoteExecutorError", py.get_type::<RemoteExecutorError>())?;
+    let namespace = PyDict::new(py);
+    namespace.set_item("__module__", "azr._executor")?;
+    namespace.set_item("__doc__", "A job or a setting the executor cannot accept; also a ValueError.")?;
+    let bases =
+        PyTuple::new(py, [py.get_type::<ExecutorError>().into_any(), py.get_type::<PyValueError>().into_any()])?;
+    let invalid = py.import("builtins")?.getattr("type")?.call1(("InvalidJobError", bases, namespace))?;
+    let invalid = invalid.cast_into::<PyType>()?;
+    module.add("InvalidJobError", &invalid)?;
+    let _ = INVALID_JOB.set(py, invalid.unbind());
+    module.add("STATUSES", PyTuple::new(py, Status::ALL.iter().map(|status| status.as_str()))?)?;
+    module.add("MODES", PyTuple::new(py, [Mode::Strict.as_str(), Mode::Batch.as_str()])?)?;
+    module.add("MIN_MEMORY_MB", MIN_MEMORY_MB)?;
+    module.add("MAX_MEMORY_MB", MAX_MEMORY_MB)?;
+    module.add("MAX_TEXT_BYTES", MAX_TEXT_BYTES)?;
     module.add_class::<NativeExecutor>()?;
     module.add_function(wrap_pyfunction!(cli_main, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;

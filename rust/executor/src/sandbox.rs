@@ -83,7 +83,8 @@ pub struct RunResult {
     pub status: Status,
     pub output: Option<String>,
     pub error: Option<String>,
-    pub matches: Option<bool>,
+    /// The result's canonical text, compared with the expected value's by the host.
+    pub value: Option<String>,
     /// Whether the sandbox may run another job: not after a trap, nor after a job that may have
     /// changed state the next job would see.
     pub reusable: bool,
@@ -142,7 +143,6 @@ impl<'r> Sandbox<'r> {
             program: job.program.clone(),
             input: job.input.clone(),
             imports: job.imports.clone(),
-            expected: job.expected.clone(),
             output_limit: self.limits.max_output_bytes,
             salt: self.salt,
             reuse,
@@ -156,6 +156,7 @@ impl<'r> Sandbox<'r> {
                     bindings::Status::Forbidden => Status::Forbidden,
                     bindings::Status::Memory => Status::Memory,
                     bindings::Status::OutputLimit => Status::OutputLimit,
+                    bindings::Status::Internal => Status::Internal,
                 };
                 // Once the cap refused memory, an error is the interpreter's view of that refusal
                 // (a MemoryError, or an exception garbled by an allocation that failed).
@@ -167,7 +168,7 @@ impl<'r> Sandbox<'r> {
                         status: Status::Memory,
                         output: None,
                         error: Some(error),
-                        matches: None,
+                        value: None,
                         reusable: false,
                     };
                 }
@@ -175,22 +176,24 @@ impl<'r> Sandbox<'r> {
                     status,
                     output: outcome.output,
                     error: outcome.error,
-                    matches: outcome.matches,
-                    reusable: !outcome.dirty,
+                    value: outcome.value,
+                    reusable: !outcome.dirty && status != Status::Internal,
                 }
             }
             Err(error) => {
                 let (status, error) = self.classify(&error);
-                RunResult { status, output: None, error: Some(error), matches: None, reusable: false }
+                RunResult { status, output: None, error: Some(error), value: None, reusable: false }
             }
         }
     }
 
-    /// AZR value equality of two repr texts. `Err` when the sandbox trapped (the instance is then spent).
-    pub fn equal(&mut self, a: &str, b: &str) -> Result<bool, String> {
+    /// The canonical text of a value text (an expected value, an answer), read by the guest. `Err`
+    /// when the text could not be read (it ran out of time or memory): the instance is then spent.
+    pub fn canonical(&mut self, text: &str) -> Result<String, String> {
         self.store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
-        match self.guest.call_equal(&mut self.store, a, b) {
-            Ok(Ok(equal)) => Ok(equal),
+        self.store.data_mut().memory.refused = false;
+        match self.guest.call_canonical(&mut self.store, text) {
+            Ok(Ok(canonical)) => Ok(canonical),
             Ok(Err(message)) => Err(message),
             Err(error) => Err(self.classify(&error).1),
         }

@@ -28,6 +28,10 @@ fn prepare_next(runtime: &'static Runtime, limits: Limits) {
     }
 }
 
+/// What a job's expected value says, read by the guest before any program ran in that instance:
+/// its canonical text, or `None` when the text could not be read (it then matches nothing).
+type Expected = Option<String>;
+
 /// Run `jobs` in `mode`; one outcome per job, in order.
 pub fn run_jobs(
     runtime: &'static Runtime,
@@ -42,15 +46,34 @@ pub fn run_jobs(
     }
 }
 
-/// Every run of `job` in its own fresh instance.
+/// Read `text` in `sandbox`, which no program has run in yet. The sandbox comes back when it can
+/// still be used.
+fn read_expected<'r>(mut sandbox: Sandbox<'r>, text: &str) -> (Expected, Option<Sandbox<'r>>) {
+    match sandbox.canonical(text) {
+        Ok(canonical) => (Some(canonical), Some(sandbox)),
+        Err(_) => (None, None),
+    }
+}
+
+/// Every run of `job` in its own fresh instance; the expected value is read in the first one,
+/// before the program runs.
 fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &AtomicBool) -> Outcome {
     let started = Instant::now();
     let mut runs: Vec<RunResult> = Vec::new();
+    let mut expected: Option<Expected> = None;
     for salt in 0..u64::from(job.runs) {
         if cancelled.load(Ordering::Relaxed) {
             break;
         }
-        let sandbox = if salt == 0 { fresh_first_run(runtime, limits) } else { Sandbox::new(runtime, limits, salt) };
+        let mut sandbox =
+            if salt == 0 { fresh_first_run(runtime, limits) } else { Sandbox::new(runtime, limits, salt) };
+        if let (0, Some(text)) = (salt, &job.expected) {
+            sandbox = sandbox.and_then(|fresh| {
+                let (read, still_fresh) = read_expected(fresh, text);
+                expected = Some(read);
+                still_fresh.map_or_else(|| Sandbox::new(runtime, limits, salt), Ok)
+            });
+        }
         let run = match sandbox {
             Ok(mut sandbox) => sandbox.run(job, false),
             Err(reason) => unrunnable(reason),
@@ -62,19 +85,40 @@ fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &
             break;
         }
     }
-    let outcome = verdict(&runs, started.elapsed().as_secs_f64());
+    let outcome = verdict(&runs, expected.as_ref(), started.elapsed().as_secs_f64());
     prepare_next(runtime, limits);
     outcome
 }
 
 /// One instance per determinism run runs the whole group, each job in a fresh namespace; the
-/// instance is replaced after a trap or a job that may have changed shared state.
+/// instance is replaced after a trap or a job that may have changed shared state. Every expected
+/// value of the group is read first, in the fresh instance the group starts with.
 fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
     let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); jobs.len()];
     let mut seconds = vec![0.0; jobs.len()];
+    let mut sandbox: Option<Sandbox<'_>> = None;
+    let mut expected: Vec<Option<Expected>> = Vec::with_capacity(jobs.len());
+    for (index, job) in jobs.iter().enumerate() {
+        let Some(text) = &job.expected else {
+            expected.push(None);
+            continue;
+        };
+        let started = Instant::now();
+        match sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, 0), Ok) {
+            Ok(fresh) => {
+                let (read, still_fresh) = read_expected(fresh, text);
+                expected.push(Some(read));
+                sandbox = still_fresh;
+            }
+            Err(reason) => {
+                expected.push(None);
+                runs[index].push(unrunnable(reason));
+            }
+        }
+        seconds[index] += started.elapsed().as_secs_f64();
+    }
     let most_runs = jobs.iter().map(|job| job.runs).max().unwrap_or(0);
     for salt in 0..u64::from(most_runs) {
-        let mut sandbox: Option<Sandbox<'_>> = None;
         for (index, job) in jobs.iter().enumerate() {
             let settled = runs[index].last().is_some_and(|run| run.status != Status::Ok);
             if u64::from(job.runs) <= salt || settled {
@@ -94,50 +138,62 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
             seconds[index] += started.elapsed().as_secs_f64();
             runs[index].push(run);
         }
+        // The next determinism run starts over in a fresh instance with its own salt.
+        sandbox = None;
     }
-    runs.iter().zip(seconds).map(|(runs, seconds)| verdict(runs, seconds)).collect()
+    runs.iter()
+        .zip(&expected)
+        .zip(seconds)
+        .map(|((runs, expected), seconds)| verdict(runs, expected.as_ref(), seconds))
+        .collect()
 }
 
-/// AZR value equality of each pair, in one reused sandbox (the texts are checked so that they
-/// cannot change shared state); a comparison the sandbox cannot finish falls back to the text.
-pub fn compare(runtime: &Runtime, limits: Limits, pairs: &[(String, String)]) -> Vec<bool> {
+/// Value equality of each pair of texts: their canonical texts, read in one sandbox where no
+/// program runs, are equal. A text the guest cannot read (out of time or memory) is compared as
+/// text. `Err` only when no sandbox could be made: then nothing was decided.
+pub fn compare(runtime: &Runtime, limits: Limits, pairs: &[(String, String)]) -> Result<Vec<bool>, String> {
     let mut sandbox: Option<Sandbox<'_>> = None;
+    let mut read = |text: &str| -> Result<Option<String>, String> {
+        let fresh = match sandbox.take() {
+            Some(warm) => warm,
+            None => Sandbox::new(runtime, limits, 0)?,
+        };
+        let (canonical, still_usable) = read_expected(fresh, text);
+        sandbox = still_usable;
+        Ok(canonical)
+    };
     pairs
         .iter()
-        .map(|(a, b)| {
-            let verdict = match sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, 0), Ok) {
-                Ok(mut warm) => {
-                    let verdict = warm.equal(a, b);
-                    if verdict.is_ok() {
-                        sandbox = Some(warm);
-                    }
-                    verdict
-                }
-                Err(reason) => Err(reason),
-            };
-            verdict.unwrap_or_else(|_| a.trim() == b.trim())
+        .map(|(a, b)| match (read(a)?, read(b)?) {
+            (Some(a), Some(b)) => Ok(a == b),
+            _ => Ok(a.trim() == b.trim()),
         })
         .collect()
 }
 
-/// The job's outcome from its runs: the first run's, unless a later run disagrees with it.
-fn verdict(runs: &[RunResult], elapsed_s: f64) -> Outcome {
+/// The job's outcome from its runs: the first run's, unless a later run disagrees with it or the
+/// machinery failed in one of them. With an expected value, `matches` says whether an `ok` result's
+/// canonical text is the expected value's.
+fn verdict(runs: &[RunResult], expected: Option<&Expected>, elapsed_s: f64) -> Outcome {
     let Some(first) = runs.first() else {
-        return failed(Status::Error, "cancelled before it ran".into(), elapsed_s);
+        return failed(Status::Internal, "cancelled before it ran".into(), elapsed_s);
     };
+    if let Some(broken) = runs.iter().find(|run| run.status == Status::Internal) {
+        return failed(Status::Internal, broken.error.clone().unwrap_or_default(), elapsed_s);
+    }
     for (index, other) in runs.iter().enumerate().skip(1) {
-        if (other.status, &other.output, other.matches) != (first.status, &first.output, first.matches) {
+        if (other.status, &other.output, &other.value) != (first.status, &first.output, &first.value) {
             let error = format!("run 1 gave {} but run {} gave {}", describe(first), index + 1, describe(other));
             return failed(Status::Nondeterministic, error, elapsed_s);
         }
     }
-    Outcome {
-        status: first.status,
-        output: first.output.clone(),
-        error: first.error.clone(),
-        matches: first.matches,
-        elapsed_s,
-    }
+    let matches = match expected {
+        Some(expected) if first.status == Status::Ok => {
+            Some(expected.is_some() && first.value.is_some() && *expected == first.value)
+        }
+        _ => None,
+    };
+    Outcome { status: first.status, output: first.output.clone(), error: first.error.clone(), matches, elapsed_s }
 }
 
 fn describe(run: &RunResult) -> String {
@@ -156,8 +212,9 @@ fn floor_char_boundary(text: &str, index: usize) -> usize {
     (0..=index.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
 }
 
+/// A run that never happened because no sandbox could be made: the machinery's failure.
 fn unrunnable(reason: String) -> RunResult {
-    RunResult { status: Status::Error, output: None, error: Some(reason), matches: None, reusable: false }
+    RunResult { status: Status::Internal, output: None, error: Some(reason), value: None, reusable: false }
 }
 
 /// An outcome that says why a job produced no result.
@@ -170,23 +227,29 @@ mod tests {
     use super::*;
 
     fn run(status: Status, output: Option<&str>) -> RunResult {
-        RunResult { status, output: output.map(str::to_string), error: None, matches: None, reusable: true }
+        RunResult {
+            status,
+            output: output.map(str::to_string),
+            error: None,
+            value: output.map(|text| format!("data:i{text}")),
+            reusable: true,
+        }
     }
 
     #[test]
     fn agreeing_runs_give_the_first_runs_outcome() {
-        let outcome = verdict(&[run(Status::Ok, Some("1")), run(Status::Ok, Some("1"))], 0.5);
+        let outcome = verdict(&[run(Status::Ok, Some("1")), run(Status::Ok, Some("1"))], None, 0.5);
         assert_eq!((outcome.status, outcome.output.as_deref(), outcome.elapsed_s), (Status::Ok, Some("1"), 0.5));
     }
 
     #[test]
     fn disagreeing_runs_are_nondeterministic_and_say_how() {
-        let outcome = verdict(&[run(Status::Ok, Some("1")), run(Status::Ok, Some("2"))], 0.1);
+        let outcome = verdict(&[run(Status::Ok, Some("1")), run(Status::Ok, Some("2"))], None, 0.1);
         assert_eq!(outcome.status, Status::Nondeterministic);
         assert_eq!(outcome.error.as_deref(), Some("run 1 gave 1 but run 2 gave 2"));
         let mut timed_out = run(Status::Timeout, None);
         timed_out.error = Some("exceeded".into());
-        let outcome = verdict(&[run(Status::Ok, Some("1")), timed_out], 0.1);
+        let outcome = verdict(&[run(Status::Ok, Some("1")), timed_out], None, 0.1);
         assert_eq!(outcome.error.as_deref(), Some("run 1 gave 1 but run 2 gave timeout (exceeded)"));
     }
 
@@ -198,7 +261,26 @@ mod tests {
     }
 
     #[test]
+    fn matches_compare_canonical_texts_of_ok_results() {
+        let ok = [run(Status::Ok, Some("1"))];
+        let expected = |text: Option<&str>| Some(text.map(str::to_string));
+        assert_eq!(verdict(&ok, expected(Some("data:i1")).as_ref(), 0.0).matches, Some(true));
+        assert_eq!(verdict(&ok, expected(Some("data:i2")).as_ref(), 0.0).matches, Some(false));
+        // An expected text the guest could not read matches nothing.
+        assert_eq!(verdict(&ok, expected(None).as_ref(), 0.0).matches, Some(false));
+        assert_eq!(verdict(&ok, None, 0.0).matches, None);
+        let failed = [run(Status::Error, None)];
+        assert_eq!(verdict(&failed, expected(Some("data:i1")).as_ref(), 0.0).matches, None);
+    }
+
+    #[test]
+    fn a_run_the_machinery_failed_makes_the_job_internal() {
+        let outcome = verdict(&[run(Status::Ok, Some("1")), unrunnable("no sandbox".into())], None, 0.0);
+        assert_eq!((outcome.status, outcome.error.as_deref()), (Status::Internal, Some("no sandbox")));
+    }
+
+    #[test]
     fn no_runs_means_cancelled() {
-        assert_eq!(verdict(&[], 0.0).error.as_deref(), Some("cancelled before it ran"));
+        assert_eq!(verdict(&[], None, 0.0).error.as_deref(), Some("cancelled before it ran"));
     }
 }

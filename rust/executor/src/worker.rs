@@ -85,7 +85,10 @@ pub fn serve(input: impl Read, output: impl Write) -> io::Result<()> {
             Request::Run(jobs) => {
                 Response::Run(work::run_jobs(runtime, setup.limits, setup.mode, &jobs, &never_cancelled))
             }
-            Request::Equal(pairs) => Response::Equal(work::compare(runtime, setup.limits, &pairs)),
+            Request::Equal(pairs) => match work::compare(runtime, setup.limits, &pairs) {
+                Ok(values) => Response::Equal(values),
+                Err(reason) => Response::Failed(reason),
+            },
         };
         write_message(&mut output, &response)?;
     }

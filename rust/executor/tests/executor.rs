@@ -69,3 +69,30 @@ fn a_missing_worker_program_is_a_clear_error() {
     let error = Executor::new(config).err().expect("no such program").to_string();
     assert!(error.contains("cannot start the sandbox worker"), "{error}");
 }
+
+#[test]
+fn answers_are_read_as_data_and_judged_on_the_host() {
+    let program = "def f(a):\n    return sorted(a)[::-1]";
+    for (isolation, mode) in [(Isolation::Threads, Mode::Strict), (processes(), Mode::Batch)] {
+        let executor = executor(isolation, mode);
+        let jobs = vec![
+            Job::new(program, "[1, 2, 3]").with_expected(" [3,2,1] "),
+            Job::new(program, "[1, 2, 3]").with_expected("f([1, 2, 3])"),
+            Job::new(program, "[1, 2, 3]").with_expected("(3, 2, 1)"),
+            Job::new(program, "[1, 2, 3]").with_expected("9 ** 9 ** 9"),
+            Job::new(program, "(g := [1])").with_expected("[1]"),
+        ];
+        let verdicts: Vec<_> = executor.run(jobs).unwrap().into_iter().map(|o| (o.status, o.matches)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                (Status::Ok, Some(true)),
+                (Status::Ok, Some(false)),
+                (Status::Ok, Some(false)),
+                (Status::Ok, Some(false)),
+                (Status::Forbidden, None),
+            ],
+            "{mode:?}"
+        );
+    }
+}

@@ -35,29 +35,6 @@ _LOCAL_STORES = {_OP[name] for name in ("STORE_FAST", "STORE_DEREF") if name in 
 _LOCAL_LOADS = {_OP[name] for name in ("LOAD_FAST", "LOAD_FAST_BORROW", "LOAD_FAST_CHECK", "LOAD_DEREF") if name in _OP}
 _PAIR_LOADS = {_OP[name] for name in ("LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW") if name in _OP}
 _CONST_LOADS = {_OP[name] for name in ("LOAD_CONST", "LOAD_SMALL_INT", "LOAD_COMMON_CONSTANT") if name in _OP}
-_RESUME = _OP["RESUME"]
-_RETURN_VALUE = _OP["RETURN_VALUE"]
-_CALLS = {_OP["CALL"], _OP["CALL_KW"]}
-_PUSH_NULL = _OP["PUSH_NULL"]
-# Instructions that only build values from constants: all a plain-data input or expected value needs.
-_DATA_BUILDERS = {
-    _OP[name]
-    for name in (
-        "LOAD_CONST",
-        "LOAD_SMALL_INT",
-        "BUILD_LIST",
-        "BUILD_TUPLE",
-        "BUILD_SET",
-        "BUILD_MAP",
-        "LIST_EXTEND",
-        "SET_UPDATE",
-        "DICT_UPDATE",
-        "UNARY_NEGATIVE",
-        "UNARY_INVERT",
-        "BINARY_OP",
-    )
-    if name in _OP
-}
 # For each store, how deep below the top of the stack the object it writes into sits.
 _TARGET_DEPTH = {
     _OP["STORE_ATTR"]: 0,
@@ -148,9 +125,6 @@ class _Program:
             found = self.instructions[code] = _instructions(code)
         return found
 
-    def bound(self):
-        return self.globals | self.imported
-
 
 def _effect(op, arg):
     """(values pushed, values popped) for the instructions a store target can be built from."""
@@ -231,7 +205,8 @@ def _follow_aliases(program, codes):
 
 def fast_check(code, reuse):
     """Check the compiled program. Raises `Rejection` for a forbidden construct and `Unsettled`
-    when only the AST check can tell; otherwise returns `(shared_risk, bound_names)`.
+    when only the AST check can tell; otherwise returns `shared_risk`: whether the program may change
+    state that later jobs in the same sandbox would see.
 
     `shared_risk` is only worked out when `reuse` says the sandbox will run more jobs.
     """
@@ -257,35 +232,4 @@ def fast_check(code, reuse):
                     program, current, instructions, *_producer(instructions, index, depth)
                 ):
                     shared_risk = True
-    return shared_risk, program.bound()
-
-
-def _plain_data(code, names):
-    """The instructions of an expression that mentions only `names` and otherwise only builds
-    values from constants, without RESUME and the final RETURN_VALUE."""
-    if code.co_names != names or any(type(const) is type(code) for const in code.co_consts):
-        raise Unsettled
-    for value in _strings(code.co_consts):
-        if value in FORBIDDEN_STRINGS:
-            raise refuse_string(value)
-    instructions = [instruction for instruction in _instructions(code) if instruction[0] != _RESUME]
-    if not instructions or instructions[-1][0] != _RETURN_VALUE:
-        raise Unsettled
-    return instructions[:-1]
-
-
-def fast_call_check(code):
-    """Settle the input `f(<input>)` when it is plain data: it then compiles to `f`, a NULL, the
-    arguments built from constants and one final call, which can only be the call of `f`.
-    Raises `Unsettled` otherwise."""
-    instructions = _plain_data(code, ("f",))
-    if len(instructions) < 3 or instructions[0] != (_LOAD_NAME, 0) or instructions[1][0] != _PUSH_NULL:
-        raise Unsettled
-    if instructions[-1][0] not in _CALLS or any(op not in _DATA_BUILDERS for op, _ in instructions[2:-1]):
-        raise Unsettled
-
-
-def fast_value_check(code):
-    """Settle an expected value that is plain data. Raises `Unsettled` otherwise."""
-    if any(op not in _DATA_BUILDERS for op, _ in _plain_data(code, ())):
-        raise Unsettled
+    return shared_risk

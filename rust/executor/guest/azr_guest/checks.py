@@ -36,57 +36,52 @@ def _root_name(node):
     return node.id if isinstance(node, ast.Name) else None
 
 
-def check(trees, bound_elsewhere=frozenset()):
-    """Reject forbidden constructs; return `(shared_risk, bound_names)`: whether the job may change
-    state shared with later jobs, and the names it binds.
-
-    `trees` are parsed texts of one job, checked as one unit so that a name bound in one counts as
-    bound in all; `bound_elsewhere` adds names the job binds in texts not given here. One walk
-    collects what needs the complete set of bound names; the verdicts on those come after it.
-    """
-    bound, imported, stores, calls, aliases = set(bound_elsewhere), set(), [], [], []
+def check(tree):
+    """Reject the program's forbidden constructs; return `shared_risk`: whether it may change state
+    shared with later jobs. One walk collects what needs the complete set of names the program
+    binds; the verdicts on those come after it."""
+    bound, imported, stores, calls, aliases = set(), set(), [], [], []
     shared_risk = False
-    for tree in trees:
-        for node in ast.walk(tree):
-            kind = type(node)
-            if kind is ast.Name:
-                if node.id in FORBIDDEN_NAMES:
-                    raise Rejection("forbidden", f"use of '{node.id}'")
-                if type(node.ctx) is not ast.Load:
-                    bound.add(node.id)
-            elif kind is ast.Attribute:
-                if node.attr in FORBIDDEN_ATTRS:
-                    raise Rejection("forbidden", f"access to attribute '{node.attr}'")
-                if type(node.ctx) is not ast.Load or node.attr == "__dict__":
-                    stores.append(node)
-            elif kind is ast.Subscript:
-                if type(node.ctx) is not ast.Load:
-                    stores.append(node)
-            elif kind is ast.Assign or kind is ast.AnnAssign or kind is ast.NamedExpr:
-                targets = node.targets if kind is ast.Assign else [node.target]
-                root = _root_name(node.value) if node.value is not None else None
-                if root is not None:
-                    aliases.extend((target.id, root) for target in targets if type(target) is ast.Name)
-            elif kind is ast.Call:
-                if type(node.func) is ast.Name:
-                    calls.append(node.func.id)
-            elif kind is ast.Constant:
-                if type(node.value) is str and node.value in FORBIDDEN_STRINGS:
-                    raise refuse_string(node.value)
-            elif kind is ast.arg:
-                bound.add(node.arg)
-            elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef or kind is ast.ClassDef:
-                bound.add(node.name)
-            elif kind is ast.Import or kind is ast.ImportFrom:
-                if kind is ast.ImportFrom:
-                    if node.level:
-                        raise Rejection("error", "ImportError: relative imports are not supported")
-                    if forbidden_module(node.module or ""):
-                        raise refuse_import(node.module)
-                for alias in node.names:
-                    if kind is ast.Import and forbidden_module(alias.name):
-                        raise refuse_import(alias.name)
-                    imported.add((alias.asname or alias.name).split(".")[0])
+    for node in ast.walk(tree):
+        kind = type(node)
+        if kind is ast.Name:
+            if node.id in FORBIDDEN_NAMES:
+                raise Rejection("forbidden", f"use of '{node.id}'")
+            if type(node.ctx) is not ast.Load:
+                bound.add(node.id)
+        elif kind is ast.Attribute:
+            if node.attr in FORBIDDEN_ATTRS:
+                raise Rejection("forbidden", f"access to attribute '{node.attr}'")
+            if type(node.ctx) is not ast.Load or node.attr == "__dict__":
+                stores.append(node)
+        elif kind is ast.Subscript:
+            if type(node.ctx) is not ast.Load:
+                stores.append(node)
+        elif kind is ast.Assign or kind is ast.AnnAssign or kind is ast.NamedExpr:
+            targets = node.targets if kind is ast.Assign else [node.target]
+            root = _root_name(node.value) if node.value is not None else None
+            if root is not None:
+                aliases.extend((target.id, root) for target in targets if type(target) is ast.Name)
+        elif kind is ast.Call:
+            if type(node.func) is ast.Name:
+                calls.append(node.func.id)
+        elif kind is ast.Constant:
+            if type(node.value) is str and node.value in FORBIDDEN_STRINGS:
+                raise refuse_string(node.value)
+        elif kind is ast.arg:
+            bound.add(node.arg)
+        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef or kind is ast.ClassDef:
+            bound.add(node.name)
+        elif kind is ast.Import or kind is ast.ImportFrom:
+            if kind is ast.ImportFrom:
+                if node.level:
+                    raise Rejection("error", "ImportError: relative imports are not supported")
+                if forbidden_module(node.module or ""):
+                    raise refuse_import(node.module)
+            for alias in node.names:
+                if kind is ast.Import and forbidden_module(alias.name):
+                    raise refuse_import(alias.name)
+                imported.add((alias.asname or alias.name).split(".")[0])
     _follow_aliases(imported, aliases)
     bound |= imported
     for name in calls:
@@ -100,7 +95,7 @@ def check(trees, bound_elsewhere=frozenset()):
         root = _root_name(node.value)
         if root is None or root in imported or root not in bound:
             shared_risk = True
-    return shared_risk, bound
+    return shared_risk
 
 
 def _follow_aliases(imported, aliases):

@@ -1,13 +1,14 @@
 """Run-time guards: what a job's code can reach, and the state reset between jobs."""
 
 import builtins
+import codecs
 import decimal
 import importlib
 import random
 import sys
 import types
 
-from .policy import ALLOWED_MODULES, FORBIDDEN_CALLS, forbidden_module
+from .policy import ALLOWED_MODULES, FORBIDDEN_ATTRS, FORBIDDEN_CALLS, TEXT_CODECS, forbidden_module
 
 
 def _import_allowed():
@@ -22,6 +23,33 @@ def _import_allowed():
 
 # Imported now, at build time, so that they are part of the snapshot: the sandbox has no files.
 AVAILABLE = _import_allowed()
+# Codecs are found by importing `encodings.<name>` on first use, which a sandbox without files
+# cannot do: look them up now, so that `str.encode('utf-16-le')` finds them in the snapshot.
+for _codec in TEXT_CODECS:
+    codecs.lookup(_codec)
+
+
+def _module_view(module, views):
+    """What a program gets when it imports `module`: a module of the same name holding the same
+    objects, minus what reaches forbidden modules and the import machinery (`collections._sys`,
+    `enum.sys`, `x.__builtins__`); its submodules are views too."""
+    view = views.get(module.__name__)
+    if view is None:
+        view = views[module.__name__] = types.ModuleType(module.__name__, module.__doc__)
+        for name, item in module.__dict__.items():
+            if name in FORBIDDEN_ATTRS:
+                continue
+            if isinstance(item, types.ModuleType):
+                if forbidden_module(item.__name__):
+                    continue
+                item = _module_view(item, views)
+            view.__dict__[name] = item
+    return view
+
+
+_VIEWS = {}
+for _module in AVAILABLE.values():
+    _module_view(_module, _VIEWS)
 RECURSION_LIMIT = 1000
 INT_DIGITS_LIMIT = sys.get_int_max_str_digits()
 _REAL_IMPORT = builtins.__import__
@@ -80,7 +108,7 @@ def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
         raise Forbidden(f"import of '{name}' is not allowed")
     if name not in AVAILABLE and name.split(".")[0] not in AVAILABLE:
         raise ModuleNotFoundError(f"No module named '{name}'", name=name)
-    return _modules.get(_REAL_IMPORT(name, globals, locals, fromlist, level))
+    return _modules.get(_module_view(_REAL_IMPORT(name, globals, locals, fromlist, level), _VIEWS))
 
 
 def _refusing(name):
@@ -92,9 +120,27 @@ def _refusing(name):
     return refuse
 
 
+def _guarding(function):
+    """`getattr` and its kin, refusing the attribute names the static check refuses when the name
+    is computed at run time (`getattr(f, ''.join(['__glo', 'bals__']))`)."""
+
+    def guarded(target, name, *rest):
+        if isinstance(name, str):
+            name = str.__str__(name)  # the exact text, whatever a str subclass says of itself
+            if name in FORBIDDEN_ATTRS:
+                violations.forbidden = f"access to attribute '{name}'"
+                raise Forbidden(f"access to attribute '{name}' is not allowed")
+        return function(target, name, *rest)
+
+    guarded.__name__ = function.__name__
+    return guarded
+
+
 def _safe_builtins():
     table = dict(builtins.__dict__)
     table["__import__"] = _guarded_import
+    for function in (getattr, setattr, delattr, hasattr):
+        table[function.__name__] = _guarding(function)
     for name in FORBIDDEN_CALLS:
         table[name] = _refusing(name)
     for name in ("copyright", "credits", "license"):

@@ -47,6 +47,32 @@ ALLOWED_MODULES = (
     "zlib",
 )
 
+# Text codecs a program may use with `str.encode` and `bytes.decode` (the codec modules are loaded
+# into the snapshot; UTF-8 is always there).
+TEXT_CODECS = (
+    "ascii",
+    "latin-1",
+    "utf-16",
+    "utf-16-le",
+    "utf-16-be",
+    "utf-32",
+    "utf-32-le",
+    "utf-32-be",
+    "utf-8-sig",
+    "utf-7",
+    "cp1252",
+    "cp1251",
+    "cp1250",
+    "cp437",
+    "cp850",
+    "iso8859-2",
+    "iso8859-15",
+    "mac-roman",
+    "koi8-r",
+    "raw-unicode-escape",
+    "unicode-escape",
+)
+
 # Modules a program may not import, by any dotted component: AZR's list, the sandbox's own, and
 # every other route to clocks, randomness, processes, files or the interpreter's internals. Any
 # module whose name starts with an underscore is refused too (`_thread`, `_random`, ...).
@@ -159,7 +185,9 @@ FORBIDDEN_NAMES = frozenset({"__import__", "__builtins__", "__loader__", "__spec
 # at run time the job's builtins replace them with functions that refuse.
 FORBIDDEN_CALLS = frozenset({"open", "input", "breakpoint", "exit", "quit", "help"})
 
-# Attributes that lead from any object to modules, frames, code or the class graph.
+# Attributes that lead from any object to modules, frames, code or the class graph. (A class's
+# `__mro__`, a function's `__closure__` and cells' `cell_contents` are allowed: they lead only to
+# the program's own objects and to classes the program can already name.)
 FORBIDDEN_ATTRS = frozenset(
     {
         "__subclasses__",
@@ -169,11 +197,9 @@ FORBIDDEN_ATTRS = frozenset(
         "__loader__",
         "__spec__",
         "__code__",
-        "__closure__",
         "__self__",
         "__bases__",
         "__base__",
-        "__mro__",
         "__reduce__",
         "__reduce_ex__",
         "__traceback__",

@@ -6,8 +6,10 @@
     ex.equal("[1, 2]", "[1,2]")
 
 Jobs go in batches (msgpack) over kept-alive connections, spread over the hosts; a batch refused
-with 429 or lost to a connection error is retried, with backoff, on the next host. When every retry
-fails the error names the host and what it said.
+with 429 or lost to a connection error is retried, with backoff, on the next host. A batch that still fails after
+every retry comes back as `internal` outcomes that name the host and what it said (the self-play
+loop re-runs them once, then leaves them out); an answer that says the request itself is wrong
+(401, 413, 422, ...) raises `RemoteExecutorError`.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from azr.executor import STATUSES, Job, Outcome, ProgressCallback, _progress_callback, checked_jobs, checked_pairs
+from azr._executor import RemoteExecutorError
+from azr.executor.jobs import STATUSES, Job, Outcome, checked_jobs, checked_pairs
+from azr.executor.progress import ProgressCallback, progress_callback
 
-RETRYABLE = {429, 502, 503, 504}
+RETRYABLE = {429, 500, 502, 503, 504}
 
 
-class RemoteExecutorError(RuntimeError):
-    """A batch could not be run on any host."""
+class _Unavailable(Exception):
+    """Every attempt at a batch failed in a way that retrying might have fixed."""
 
 
 class _Host:
@@ -166,23 +170,27 @@ class RemoteExecutor:
                 delay = max(float(headers.get("retry-after", 0) or 0), self.backoff_s * 2**attempt)
             if attempt < self.retries:
                 time.sleep(min(delay, 30.0))
-        raise RemoteExecutorError(f"{path} failed after {self.retries + 1} attempts; last: {failures[-1]}")
+        raise _Unavailable(f"{path} failed after {self.retries + 1} attempts; last: {failures[-1]}")
 
     def run(self, jobs: Iterable[Job], *, progress: ProgressCallback | bool | None = None) -> list[Outcome]:
-        """Run `jobs` on the hosts; outcomes come back in job order, as from `Executor.run`.
+        """Run `jobs` on the hosts; outcomes come back in job order, as from `Executor.run`. A batch
+        no host could run after every retry comes back `internal`, saying why.
 
         `progress=True` draws a bar on stderr; a callable is called as `progress(done, total)`.
         """
         jobs = checked_jobs(jobs)
         batches = [jobs[i : i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
-        callback, close = _progress_callback(progress, len(jobs))
+        callback, close = progress_callback(progress, len(jobs))
         done = 0
         lock = threading.Lock()
 
         def send(batch: list[Job]) -> list[Outcome]:
             nonlocal done
             payload = {"jobs": [_job_payload(job) for job in batch]}
-            outcomes = [_outcome(raw) for raw in self._post("/v1/run", payload)["outcomes"]]
+            try:
+                outcomes = [_outcome(raw) for raw in self._post("/v1/run", payload)["outcomes"]]
+            except _Unavailable as failure:
+                outcomes = [Outcome("internal", None, str(failure), 0.0) for _ in batch]
             if len(outcomes) != len(batch):
                 raise RemoteExecutorError(f"the service answered {len(outcomes)} outcomes for {len(batch)} jobs")
             if callback is not None:
@@ -201,11 +209,19 @@ class RemoteExecutor:
         return self.equal_many([(a, b)])[0]
 
     def equal_many(self, pairs: Iterable[tuple[str, str]]) -> list[bool]:
+        """Value equality of each pair, as `Executor.equal_many`; raises `RemoteExecutorError` when
+        no host could decide (a failure is never a `False`)."""
         pairs = checked_pairs(pairs)
         batches = [pairs[i : i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
+
+        def send(batch: list[tuple[str, str]]) -> list[bool]:
+            try:
+                return self._post("/v1/equal", {"pairs": batch})["equal"]
+            except _Unavailable as failure:
+                raise RemoteExecutorError(str(failure)) from None
+
         with ThreadPoolExecutor(max_workers=max(1, len(self.hosts) * self.concurrency)) as pool:
-            answers = pool.map(lambda batch: self._post("/v1/equal", {"pairs": batch})["equal"], batches)
-            return [bool(value) for answer in answers for value in answer]
+            return [bool(value) for answer in pool.map(send, batches) for value in answer]
 
     def info(self) -> dict:
         """`GET /v1/info` of the first host."""

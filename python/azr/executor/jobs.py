@@ -1,0 +1,99 @@
+"""What the executor takes and gives back: `Job`, `Outcome` and their statuses.
+
+The statuses, modes and limits come from the Rust core (`azr._executor`), which defines them once
+for the Python API, the command line and the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from azr import _executor
+
+Status = Literal[
+    "ok", "error", "syntax", "forbidden", "timeout", "memory", "output_limit", "nondeterministic", "internal"
+]
+STATUSES: tuple[Status, ...] = _executor.STATUSES
+Mode = Literal["strict", "batch"]
+MODES: tuple[Mode, ...] = _executor.MODES
+if set(get_args(Status)) != set(STATUSES) or set(get_args(Mode)) != set(MODES):  # pragma: no cover
+    raise ImportError("azr._executor was built from other sources than azr.executor: rebuild it (make build)")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program to run: `f(*args, **kwargs)` after executing `imports` and `program`, where the
+    arguments are read from `input` as data (`"'Lab', [1, 2], key=3"`; the grammar is in the README).
+
+    With `runs=j` the job runs `j` times in separate sandboxes and is `nondeterministic` unless all
+    agree. With `expected`, the result is judged against that text and `Outcome.matches` says
+    whether they are equal: as data when the result is built-in data (exact types, sets and dicts
+    in any order), by repr text when it is not. Neither text is ever evaluated in the program's
+    namespace.
+    """
+
+    program: str
+    input: str
+    runs: int = 1
+    imports: str | Sequence[str] = ""
+    expected: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("program", "input"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"Job.{name} must be a str, not {type(value).__name__}")
+        if not isinstance(self.runs, int) or isinstance(self.runs, bool):
+            raise TypeError(f"Job.runs must be an int, not {type(self.runs).__name__}")
+        if not 1 <= self.runs <= _executor.MAX_RUNS:
+            raise ValueError(f"Job.runs must be between 1 and {_executor.MAX_RUNS}, got {self.runs}")
+        if self.expected is not None and not isinstance(self.expected, str):
+            raise TypeError(f"Job.expected must be a str or None, not {type(self.expected).__name__}")
+        if not isinstance(self.imports, str):
+            lines = list(self.imports)
+            if not all(isinstance(line, str) for line in lines):
+                raise TypeError("Job.imports must be a str or a sequence of str")
+            object.__setattr__(self, "imports", "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict on one job. `output` is `repr` of the result when `status == "ok"`.
+
+    `internal` means the executor failed (a worker died, the service was unreachable): it says
+    nothing about the program, and must never become a reward.
+    """
+
+    status: Status
+    output: str | None
+    error: str | None
+    elapsed_s: float
+    matches: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def internal(self) -> bool:
+        return self.status == "internal"
+
+
+def checked_jobs(jobs: Iterable[Job]) -> list[Job]:
+    """`jobs` as a list, or a `TypeError` naming the first element that is not a `Job`."""
+    jobs = list(jobs)
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Job):
+            raise TypeError(f"jobs[{index}] is a {type(job).__name__}; expected azr.executor.Job")
+    return jobs
+
+
+def checked_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`pairs` as a list, or a `TypeError` naming the first one that is not a tuple of two str."""
+    pairs = list(pairs)
+    for index, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise TypeError(f"pairs[{index}] must be a tuple of two str")
+    return pairs
