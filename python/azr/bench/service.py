@@ -101,7 +101,7 @@ def open_loop(address: str, bodies: list[bytes], batches_per_s: float, seconds: 
 
 
 def bench_mode(mode: str, programs: list[Program], args: argparse.Namespace) -> dict:
-    jobs = [Job(p, i, imports=imp) for p, i, imp in programs]
+    jobs = [Job(p, i, imports=imp, expected=expected) for p, i, imp, expected in programs]
     local = Executor(workers=args.workers, mode=mode, timeout_s=10.0)
     flags = ("--workers", str(args.workers), "--mode", mode, "--timeout", "10")
     with local_service(*flags, log=args.log) as (address, _):
@@ -115,7 +115,7 @@ def bench_mode(mode: str, programs: list[Program], args: argparse.Namespace) -> 
                 print(f"  {mode}, rep {rep + 1}: {name}: {runs[name][-1].rate:,.0f} programs/s", file=sys.stderr)
         in_process, service = (median_measurement(runs[name]) for name in ("in-process", "service"))
         bodies = [
-            msgpack.packb({"jobs": [{"program": p, "input": i, "imports": imp} for p, i, imp in chunk]})
+            msgpack.packb({"jobs": [{"program": p, "input": i, "imports": imp} for p, i, imp, _ in chunk]})
             for chunk in (programs[k : k + args.batch] for k in range(0, len(programs), args.batch))
             if len(chunk) == args.batch
         ]

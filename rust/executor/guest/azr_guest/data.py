@@ -339,23 +339,49 @@ def _decimal(number):
     return ("-" if sign else "") + "".join(map(str, digits)) + "e" + str(exponent)
 
 
-def _scalar(item):
-    """The canonical text of a value that holds no other values, or None for a container."""
+def _type_name(kind):
+    """The name of a type, read past any metaclass (which could define `__name__` itself)."""
+    return _TYPE_NAME.__get__(kind, type)
+
+
+_TYPE_NAME = type.__dict__["__name__"]
+
+
+def _canonical(item):
+    """The canonical text of one value, recursively. Types are told apart by identity, in order of
+    frequency: nothing here hashes or compares a type or an object of the program's making. A
+    container that holds itself recurses until the recursion limit, which `canonical` reports."""
     kind = type(item)
     if kind is str:
         return "s" + repr(item)
     if kind is int:
         return "i" + hex(item)
+    if kind is list or kind is tuple or kind is deque:
+        opening = "L[" if kind is list else "U(" if kind is tuple else "Q["
+        return opening + ",".join([_canonical(x) for x in item]) + "]"
+    if kind is float:
+        return "f" + _float(item)
     if kind is bool:
         return "T" if item else "F"
     if item is None:
         return "N"
-    if kind is float:
-        return "f" + _float(item)
-    if kind is complex:
-        return f"c({_float(item.real)},{_float(item.imag)})"
+    if kind is dict or kind is Counter or kind is defaultdict or kind is OrderedDict:
+        pairs = [_canonical(k) + ":" + _canonical(v) for k, v in dict.items(item)]
+        if kind is OrderedDict:
+            return "O[" + ",".join(pairs) + "]"
+        pairs.sort()
+        if kind is defaultdict:
+            factory = _factory_name(item.default_factory)
+            if factory is None:
+                raise NotData("a defaultdict whose factory is not a built-in type")
+            return f"d{factory}{{" + ",".join(pairs) + "}"
+        return ("D{" if kind is dict else "C{") + ",".join(pairs) + "}"
+    if kind is set or kind is frozenset:
+        return ("S{" if kind is set else "Z{") + ",".join(sorted([_canonical(x) for x in item])) + "}"
     if kind is bytes:
         return "b" + repr(item)
+    if kind is complex:
+        return f"c({_float(item.real)},{_float(item.imag)})"
     if kind is bytearray:
         return "B" + repr(bytes(item))
     if item is ...:
@@ -367,50 +393,15 @@ def _scalar(item):
         return f"q{item.numerator}/{item.denominator}"
     if kind is Decimal:
         return "m" + _decimal(item)
-    return None
-
-
-_SEQUENCES = {list: "L[", tuple: "U(", deque: "Q["}
-_SETS = {set: "S{", frozenset: "Z{"}
-_MAPPINGS = {dict: "D{", Counter: "C{", OrderedDict: "O[", defaultdict: "d"}
-
-
-def _canonical(item, path):
-    scalar = _scalar(item)
-    if scalar is not None:
-        return scalar
-    kind = type(item)
-    if kind not in _SEQUENCES and kind not in _SETS and kind not in _MAPPINGS:
-        raise NotData(f"'{kind.__name__}' is not a built-in data type")
-    key = id(item)
-    if key in path:
-        raise NotData("a container that holds itself")
-    path.add(key)
-    try:
-        if kind in _SEQUENCES:
-            return _SEQUENCES[kind] + ",".join([_canonical(x, path) for x in item]) + "]"
-        if kind in _SETS:
-            return _SETS[kind] + ",".join(sorted([_canonical(x, path) for x in item])) + "}"
-        pairs = [_canonical(k, path) + ":" + _canonical(v, path) for k, v in dict.items(item)]
-        if kind is OrderedDict:
-            return "O[" + ",".join(pairs) + "]"
-        prefix = _MAPPINGS[kind]
-        if kind is defaultdict:
-            factory = _factory_name(item.default_factory)
-            if factory is None:
-                raise NotData("a defaultdict whose factory is not a built-in type")
-            prefix = f"d{factory}{{"
-        return prefix + ",".join(sorted(pairs)) + "}"
-    finally:
-        path.discard(key)
+    raise NotData(f"'{_type_name(kind)}' is not a built-in data type")
 
 
 def canonical(item):
     """The canonical text of built-in data: equal values, and only those, have equal texts."""
     try:
-        return "data:" + _canonical(item, set())
+        return "data:" + _canonical(item)
     except RecursionError:
-        raise NotData("nested too deeply") from None
+        raise NotData("nested too deeply (or a container that holds itself)") from None
 
 
 def canonical_text(text):

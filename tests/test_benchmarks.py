@@ -1,0 +1,35 @@
+"""The benchmark commands run end to end on a small workload (their numbers are recorded in
+docs/benchmarks.md from full runs; here they only have to work and print their tables)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import SHARED_DATA
+
+
+def bench(module: str, *args: str) -> str:
+    command = [sys.executable, "-m", module, "--data", str(SHARED_DATA), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_executor_benchmark_prints_every_workload() -> None:
+    out = bench("azr.bench.executor", "--programs", "40", "--reps", "1", "--subprocess-programs", "2", "--skip-compile")
+    assert out.count("| azr strict |") >= 2 and "| azr batch |" in out
+    rates = json.loads(out.strip().splitlines()[-1])["rates"]
+    assert any("solver checks" in workload for workload in rates) == (SHARED_DATA / "azr_seed").exists()
+
+
+@pytest.mark.slow
+def test_service_benchmark_compares_the_two_paths() -> None:
+    out = bench(
+        "azr.bench.service", "--programs", "40", "--batch", "8", "--reps", "1", "--seconds", "1", "--mode", "strict"
+    )
+    assert "| `RemoteExecutor` → service |" in out and "| 2x capacity |" in out
