@@ -21,6 +21,8 @@ from azr.rollout import SamplingParams
 from azr.rollout_vllm import StaleWeightsError, VLLMEngine, vllm_supports
 from azr.selfplay import SelfPlay
 
+from .scripted import completion_logprobs
+
 PROMPTS = ["def f(a):\n    return", "Hello world", "def f(a):\n    return"]
 
 
@@ -33,13 +35,6 @@ def policy() -> Policy:
 @pytest.fixture(scope="module")
 def engine(policy: Policy) -> Iterator[VLLMEngine]:
     yield VLLMEngine.from_model(policy.model, policy.tokenizer, seed=0, max_model_len=2048)
-
-
-def trainer_logprobs(policy: Policy, prompt_ids: tuple[int, ...], token_ids: tuple[int, ...]) -> torch.Tensor:
-    with torch.no_grad():
-        ids = torch.tensor([list(prompt_ids) + list(token_ids)])
-        logits = policy.model(ids).logits[0, len(prompt_ids) - 1 : -1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(token_ids)[:, None]).squeeze(-1)
 
 
 def perturb(policy: Policy, seed: int) -> None:
@@ -61,15 +56,12 @@ def test_generation_returns_the_policy_logprobs_and_is_seeded(engine: VLLMEngine
     assert first[0].token_ids != first[2].token_ids
     for completion in first:
         assert len(completion.token_ids) == len(completion.logprobs) == 12 and completion.finish_reason == "length"
-        expected = trainer_logprobs(policy, completion.prompt_ids, completion.token_ids)
-        torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-3, rtol=0)
-    # Temperature: log-probs of the distribution sampled from.
+        expected = completion_logprobs(policy.model, completion.prompt_ids, completion.token_ids, 1.0)
+        torch.testing.assert_close(completion.logprobs, tuple(expected), atol=1e-3, rtol=0)
+    # Temperature: log-probs of the distribution sampled from, as the trainer computes them.
     [hot] = engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=4, temperature=2.0, stop=()))
-    with torch.no_grad():
-        ids = torch.tensor([list(hot.prompt_ids) + list(hot.token_ids)])
-        logits = policy.model(ids).logits[0, len(hot.prompt_ids) - 1 : -1].float() / 2.0
-    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(hot.token_ids)[:, None]).squeeze(-1)
-    torch.testing.assert_close(torch.tensor(hot.logprobs), expected, atol=1e-3, rtol=0)
+    expected = completion_logprobs(policy.model, hot.prompt_ids, hot.token_ids, 2.0)
+    torch.testing.assert_close(hot.logprobs, tuple(expected), atol=1e-3, rtol=0)
 
 
 def test_truncated_sampling_is_refused_rather_than_misreported(engine: VLLMEngine) -> None:
