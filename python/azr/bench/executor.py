@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             workloads.append(("AZR induction seeds: each program with all its inputs, in order", induction))
     if args.workload in ("all", "checks"):
         checks = solver_checks(batch, programs)
-        workloads.append(("solver checks: each seed program judged against its own output", checks))
+        workloads.append(("solver checks: each program judged against its own output", checks))
     rates: dict[str, dict[str, float]] = {}
     with multiprocessing.get_context("forkserver").Pool(args.workers) as pool:
         pool.map(native, programs[: args.workers * 4])  # start the pool's workers before timing
