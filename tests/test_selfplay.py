@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from azr.config import SelfPlayConfig, load_config
-from azr.executor import Executor, InternalError, Job, RemoteExecutor
-from azr.models import tiny_qwen2
-from azr.rollout import Completion
-from azr.selfplay import Rollout, SelfPlay
+from azr.executor import Executor, InternalError, RemoteExecutor
+from azr.models import load_policy, tiny_qwen2
+from azr.selfplay import SelfPlay
 from azr.tasks import TASK_ROLES, Role, TaskType, Triplet, role_name
 from azr.trainer import Sample
-from azr.verify import Check, run_checks
 
 from .scripted import ScriptedEngine, answer, block, completion_logprobs, fenced, task_role
 
@@ -120,9 +119,8 @@ def test_one_step_trains_on_all_six_task_roles(tmp_path: Path, executor: Executo
     assert any(sample.advantage != 0 for sample in trained)
     before = surrogate(tiny_qwen2(seed=0).model, trained)
     assert surrogate(policy.model, trained) > before
-    run._record(metrics, [])
     logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
-    assert logged["step"] == 1.0 and "train/loss" in logged
+    assert logged == json.loads(json.dumps(metrics))
     assert any((tmp_path / "tensorboard").iterdir())
 
 
@@ -197,33 +195,23 @@ def test_resume_is_bit_exact(tmp_path: Path, executor: Executor) -> None:
         "step-000001",
         "step-000002",
     ]
-
-
-def completion(text: str) -> Completion:
-    return Completion(prompt_ids=(1, 2), token_ids=(3, 4), logprobs=(-1.0, -1.0), text=text, finish_reason="stop")
-
-
-def validate(run: SelfPlay, proposals: list[Rollout]) -> None:
-    run_checks(run.executor, [check for r in proposals if (check := run._proposal_check(r)) is not None])
-    run._add_new_tasks(proposals)
-
-
-def score(run: SelfPlay, solutions: list[Rollout]) -> None:
-    run_checks(run.executor, [check for r in solutions if (check := run._answer_check(r)) is not None])
-
-
-def test_verification_streams_behind_generation(tmp_path: Path, executor: Executor) -> None:
-    """Checks of early completions run while later ones are generated (the HF engine hands over a
-    batch at a time), and the step's metrics say how much verification was hidden."""
-    config = dataclasses.replace(TINY, generation_batch_size=2, max_response_tokens=16)
-    run = SelfPlay(config, tmp_path, executor=executor, progress=False)
-    rollouts = [Rollout(Role.SOLVE, TaskType.DEDUCTION, f"Task {i}:", subject=IDENTITY) for i in range(8)]
-    slow = Job("def f(n):\n    return sum(i * i for i in range(n))", "3 * 10**5")
-    seconds: dict[str, float] = defaultdict(float)
-    run._generate_and_check(rollouts, "solve", lambda rollout: Check([slow]), seconds, defaultdict(float))
-    assert all(r.completion is not None for r in rollouts)
-    assert seconds["verify"] > 0 and seconds["verify_hidden"] > 0, dict(seconds)
-    assert seconds["verify_hidden"] <= seconds["verify"] and seconds["generate"] > 0
+    # `azr export` turns a checkpoint into a Hugging Face model with the trained weights.
+    exported = tmp_path / "exported"
+    result = subprocess.run(
+        [sys.executable, "-m", "azr.cli", "export", str(tmp_path / "split"), "--step", "2", "--to", str(exported)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    reloaded = load_policy(str(exported)).model
+    for a, b in zip(straight.policy.model.state_dict().values(), reloaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    missing = subprocess.run(
+        [sys.executable, "-m", "azr.cli", "export", str(tmp_path / "split"), "--step", "7", "--to", str(exported)],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "no checkpoint of step 7" in missing.stderr
 
 
 def test_an_executor_that_fails_every_check_stops_the_run(tmp_path: Path) -> None:
@@ -238,81 +226,13 @@ def test_an_executor_that_fails_every_check_stops_the_run(tmp_path: Path) -> Non
         run.step()
 
 
-def test_phases_validate_score_and_reward(tmp_path: Path, executor: Executor) -> None:
-    """The valid-proposal path, which a random model never reaches: real completions through the
-    real executor, and the rewards the paper defines."""
-    config = dataclasses.replace(TINY, learnability_samples=4)
-    run = SelfPlay(config, tmp_path, executor=executor, progress=False)
-    program = "def f(x):\n    return sorted(x)[::-1]"
-    long_program = program + "\n" + "\n".join(f"# note {i}: the list is reversed after sorting" for i in range(300))
-    proposals = [
-        Rollout(
-            Role.PROPOSE,
-            TaskType.DEDUCTION,
-            "p",
-            completion(answer(f"```python\n{program}\n```\n```input\n[3, 1, 2]\n```")),
-        ),
-        Rollout(
-            Role.PROPOSE,
-            TaskType.ABDUCTION,
-            "p",
-            completion(answer("```python\nimport os\ndef f(x):\n    return x\n```\n```input\n1\n```")),
-        ),
-        Rollout(Role.PROPOSE, TaskType.DEDUCTION, "p", completion("no format at all")),
-        Rollout(
-            Role.PROPOSE,
-            TaskType.INDUCTION,
-            "p",
-            completion(answer("".join(f"```input\n{i}\n```\n" for i in range(4)) + "```message\nnegates\n```")),
-            subject=Triplet("def f(x):\n    return -x", "1", "-1"),
-        ),
-        Rollout(
-            Role.PROPOSE,
-            TaskType.DEDUCTION,
-            "p",
-            completion(answer(f"```python\n{long_program}\n```\n```input\n[3, 1, 2]\n```")),
-        ),
-    ]
-    validate(run, proposals)
-    valid, forbidden, unformatted, induction, too_long = proposals
-    # A task no solver prompt can hold is no task: it is refused, like one that does not run.
-    assert too_long.check is not None and too_long.check.outcomes[0].ok
-    assert too_long.new_task is None and not too_long.learnability
-    assert too_long.rejection == "the task's solver prompt is longer than max_prompt_tokens"
-    assert valid.new_task == Triplet(program, "[3, 1, 2]", "[3, 2, 1]")
-    assert forbidden.formatted and forbidden.new_task is None
-    assert not unformatted.formatted and unformatted.check is None
-    assert induction.new_task is not None and induction.new_task.outputs == ("0", "-1", "-2", "-3")
-    assert len(valid.learnability) == 4 and all(not r.trained for r in valid.learnability)
-    # Two of the four solver samples are right.
-    for rollout, text in zip(valid.learnability, ["[3, 2, 1]", "[1, 2, 3]", "[3,2,1]", "oops"], strict=True):
-        rollout.completion = completion(answer(f"```output\n{text}\n```"))
-    for rollout in induction.learnability:
-        rollout.completion = completion(answer("```python\ndef f(x):\n    return -x\n```"))
-    learnability = valid.learnability + induction.learnability
-    score(run, learnability)
-    run._reward(proposals, [], learnability)
-    assert too_long.reward == -0.5
-    assert valid.reward == pytest.approx(0.5)  # 1 − solve rate 2/4
-    assert forbidden.reward == -0.5
-    assert unformatted.reward == -1.0
-    assert induction.reward == 0.0  # always solved: the paper gives 0
-    assert [r.reward for r in valid.learnability] == [1.0, -0.5, 1.0, -0.5]
-    # A solver's own abduction: any input that maps to the output is right.
-    solver = Rollout(
-        Role.SOLVE, TaskType.ABDUCTION, "p", completion(answer("```input\n[2, 3, 1]\n```")), subject=valid.new_task
-    )
-    score(run, [solver])
-    run._reward([], [solver], [])
-    assert solver.reward == 1.0
-
-
 @pytest.mark.slow
 def test_smoke_preset_runs_one_step_with_smollm2(tmp_path: Path, executor: Executor) -> None:
     run = SelfPlay(load_config("smoke"), tmp_path, executor=executor, progress=False)
     run.run(1)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and torch.isfinite(torch.tensor(rows[0]["train/loss"]))
-    assert (tmp_path / "checkpoints" / "step-000001" / "model.safetensors").exists()
+    checkpoint = tmp_path / "checkpoints" / "step-000001"
+    assert (checkpoint / "weights" / ".metadata").exists() and (checkpoint / "model" / "config.json").exists()
     proposals = [json.loads(line) for line in (tmp_path / "proposals.jsonl").read_text().splitlines()]
     assert len(proposals) == 3 * run.config.batch_size

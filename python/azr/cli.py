@@ -4,6 +4,7 @@ azr selfplay --preset smoke                      # one CPU step with SmolLM2-135
 azr selfplay --config run.yaml --out runs/x      # a run configured in a file
 azr selfplay --out runs/x --resume --steps 20    # continue from the latest checkpoint
 azr plot runs/x                                  # PNG curves from runs/x/metrics.jsonl
+azr export runs/x --step 20 --to models/x-20     # a checkpoint as a Hugging Face model directory
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from azr.checkpoints import export
+
+    written = export(Path(args.run_dir), args.step, Path(args.to))
+    print(f"azr: exported {args.run_dir} (step {args.step or 'latest'}) to {written}", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from azr.config import PRESETS
 
@@ -98,6 +107,16 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir", help="a run directory (holding metrics.jsonl)")
     plot.add_argument("--out", help="where to write the PNGs (default: RUN_DIR/plots)")
     plot.set_defaults(handler=_plot)
+    export = commands.add_parser(
+        "export",
+        help="write a checkpoint as a Hugging Face model directory (for vLLM and other tools)",
+        description="Write the weights of a run's checkpoint, with its config and tokenizer, as a Hugging Face "
+        "model directory (safetensors). The checkpoint may have been written by any number of trainer workers.",
+    )
+    export.add_argument("run_dir", help="a run directory (holding checkpoints/)")
+    export.add_argument("--step", type=int, help="which step's checkpoint (default: the latest)")
+    export.add_argument("--to", required=True, help="the directory to write")
+    export.set_defaults(handler=_export)
     return main
 
 

@@ -170,3 +170,16 @@ def solve_induction_prompt(task: InductionTask) -> str:
         ]
     )
     return r1(question)
+
+
+def solve_prompt(task: TaskType, subject: Triplet | InductionTask) -> str:
+    """The solver prompt of a task of any type."""
+    if isinstance(subject, InductionTask):
+        if task is not TaskType.INDUCTION:
+            raise ValueError(f"an induction task cannot be solved as a {task.value} task")
+        return solve_induction_prompt(subject)
+    if task is TaskType.DEDUCTION:
+        return solve_deduction_prompt(subject)
+    if task is TaskType.ABDUCTION:
+        return solve_abduction_prompt(subject)
+    raise ValueError("an induction task needs an InductionTask subject")

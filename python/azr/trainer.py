@@ -9,11 +9,21 @@ the loss is normalised over the whole step, so micro-batching does not change it
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from azr_kernels import fused_policy_loss, token_logprobs
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
@@ -67,6 +77,21 @@ class Trainer:
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.head = model.get_output_embeddings()
+
+    def save(self, path: str | Path) -> None:
+        """Model and optimizer state as a torch.distributed.checkpoint (DCP) directory: each rank of a
+        trainer group writes its own shards, and any number of ranks can read it back."""
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        with _quiet_single_process():
+            dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=str(path), no_dist=_single())
+
+    def load(self, path: str | Path) -> None:
+        """Restore what `save` wrote, whatever the number of ranks that wrote it."""
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_state, "optim": optimizer_state}
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=str(path), no_dist=_single())
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         device = next(self.model.parameters()).device
@@ -164,6 +189,27 @@ class Trainer:
             delta = reference[chunk] - logp
             parts.append(torch.exp(delta) - delta - 1.0)
         return torch.cat(parts).mean()
+
+
+def _single() -> bool:
+    """Whether this process saves and loads alone (no process group)."""
+    return not (dist.is_available() and dist.is_initialized())
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    """DCP warns that it works in one process when there is no process group; that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Only the model weights of a trainer checkpoint (`Trainer.save`), into `model`."""
+    state = {"model": get_model_state_dict(model)}
+    with _quiet_single_process():
+        dcp.load(state, checkpoint_id=str(path), no_dist=_single())
+    set_model_state_dict(model, state["model"])
 
 
 def _target_logprobs(

@@ -1,0 +1,309 @@
+"""The phases of one self-play step (paper Algorithm 1), as functions over plain records.
+
+    proposals = proposer_rollouts(buffers, settings, rng, fits)        # propose
+    generate_and_check(engine, executor, proposals, sampling, check_proposal_of(k))
+    accept_proposals(proposals, settings, fits)                         # validate
+    solutions = solver_rollouts(proposals, buffers, settings, rng, fits)    # solve
+    generate_and_check(engine, executor, solutions + learnability, sampling, check_answer)  # score
+    assign_rewards(proposals, solutions, learnability, extreme)         # reward
+    assign_advantages(trained, statistics)                              # advantages
+    trainer.step(training_samples(trained)); engine.sync_weights(...)  # update, sync
+
+A `Rollout` records one generated sequence and everything that decides its reward. Only
+`generate_and_check` touches the engine and the executor; everything else is a pure function of its
+arguments (and of `rng`), testable without a model. `azr.selfplay` drives these phases in one
+process; a distributed driver calls the same functions.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from azr import prompts
+from azr.advantages import task_relative_advantages
+from azr.buffers import TaskBuffer
+from azr.executor import ExecutorProtocol, InternalError
+from azr.parsing import InductionProposal, Parsed, Proposal, parse_induction_proposal, parse_proposal, parse_solution
+from azr.rewards import proposer_reward, solver_reward
+from azr.rollout import Completion, ProgressCallback, RolloutEngine, SamplingParams
+from azr.tasks import InductionTask, Role, TaskType, Triplet
+from azr.trainer import Sample
+from azr.verify import (
+    Check,
+    CheckStream,
+    answer_check,
+    correct,
+    induction_check,
+    proposal_check,
+    proposed_induction,
+    proposed_triplet,
+    rerun_undecided,
+    undecided,
+)
+
+TRIPLET_TASKS = (TaskType.DEDUCTION, TaskType.ABDUCTION)
+# Whether a prompt fits the prompt budget (`max_prompt_tokens` under the policy's tokenizer).
+PromptFits = Callable[[str], bool]
+Buffers = Mapping[TaskType, TaskBuffer]
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the phases need of the configuration."""
+
+    batch_size: int
+    references: int
+    induction_inputs: int
+    learnability_samples: int
+
+
+@dataclass
+class Rollout:
+    """One generated sequence of the step and what decided its reward."""
+
+    role: Role
+    task: TaskType
+    prompt: str
+    completion: Completion | None = None
+    parsed: Parsed | None = None
+    subject: Triplet | InductionTask | None = None  # the task solved, or the program an induction proposal uses
+    check: Check | None = None
+    new_task: Triplet | InductionTask | None = None  # a valid proposal's task
+    rejection: str | None = None  # why a proposal that ran is still not a task
+    learnability: list[Rollout] = field(default_factory=list)
+    reward: float = 0.0
+    advantage: float = 0.0
+    trained: bool = True
+
+    @property
+    def formatted(self) -> bool:
+        return self.parsed is not None and self.parsed.formatted
+
+    @property
+    def undecided(self) -> bool:
+        """The executor failed on this rollout's check (even when re-run): it gets no reward."""
+        return self.check is not None and undecided(self.check)
+
+
+# --- propose ---------------------------------------------------------------------------------
+
+
+def proposer_rollouts(buffers: Buffers, settings: StepSettings, rng: random.Random, fits: PromptFits) -> list[Rollout]:
+    """B proposer prompts per task type: deduction and abduction proposers get K reference
+    triplets (fewer when the prompt would not fit), induction proposers a program from the buffer."""
+    rollouts = []
+    for task in TRIPLET_TASKS:
+        for _ in range(settings.batch_size):
+            references = buffers[task].sample(settings.references, rng)
+            prompt = prompts.propose_triplet_prompt(task, references)
+            while len(references) > 1 and not fits(prompt):
+                references = references[:-1]
+                prompt = prompts.propose_triplet_prompt(task, references)
+            rollouts.append(Rollout(Role.PROPOSE, task, prompt))
+    programs = buffers[TaskType.DEDUCTION].tasks() + buffers[TaskType.ABDUCTION].tasks()
+    for _ in range(settings.batch_size):
+        subject = rng.choice(programs)
+        prompt = prompts.propose_induction_prompt(subject.program, subject.imports, settings.induction_inputs)
+        rollouts.append(Rollout(Role.PROPOSE, TaskType.INDUCTION, prompt, subject=subject))
+    return [r for r in rollouts if fits(r.prompt)]
+
+
+def check_proposal(rollout: Rollout, induction_inputs: int) -> Check | None:
+    """Parse a proposal; the check that validates it, when it is well formed."""
+    assert rollout.completion is not None
+    if rollout.task is TaskType.INDUCTION:
+        rollout.parsed = parse_induction_proposal(rollout.completion.text, induction_inputs)
+        if rollout.formatted:
+            subject = rollout.subject
+            assert isinstance(subject, Triplet) and isinstance(rollout.parsed.value, InductionProposal)
+            rollout.check = induction_check(subject.program, subject.imports, rollout.parsed.value)
+    else:
+        rollout.parsed = parse_proposal(rollout.completion.text)
+        if rollout.formatted:
+            assert isinstance(rollout.parsed.value, Proposal)
+            rollout.check = proposal_check(rollout.parsed.value)
+    return rollout.check
+
+
+# --- validate --------------------------------------------------------------------------------
+
+
+def accept_proposals(proposals: Sequence[Rollout], settings: StepSettings, fits: PromptFits) -> None:
+    """The tasks that valid proposals define (`new_task`), each with its learnability rollouts: n
+    solver samples whose solve rate decides the proposer's reward. A task whose solver prompt would
+    not fit is of no use, like one that does not run (`rejection` says so)."""
+    for rollout in proposals:
+        if rollout.check is None:
+            continue
+        assert rollout.parsed is not None
+        if rollout.task is TaskType.INDUCTION:
+            subject = rollout.subject
+            assert isinstance(subject, Triplet) and isinstance(rollout.parsed.value, InductionProposal)
+            rollout.new_task = proposed_induction(
+                subject.program, subject.imports, rollout.parsed.value, rollout.check, settings.induction_inputs
+            )
+        else:
+            assert isinstance(rollout.parsed.value, Proposal)
+            rollout.new_task = proposed_triplet(rollout.parsed.value, rollout.check)
+        if rollout.new_task is None:
+            continue
+        prompt = prompts.solve_prompt(rollout.task, rollout.new_task)
+        if not fits(prompt):
+            rollout.new_task = None
+            rollout.rejection = "the task's solver prompt is longer than max_prompt_tokens"
+            continue
+        rollout.learnability = [
+            Rollout(Role.SOLVE, rollout.task, prompt, subject=rollout.new_task, trained=False)
+            for _ in range(settings.learnability_samples)
+        ]
+
+
+def new_tasks(proposals: Sequence[Rollout]) -> dict[TaskType, list[Triplet | InductionTask]]:
+    """The step's valid tasks by type, for the buffers."""
+    return {task: [p.new_task for p in proposals if p.task is task and p.new_task] for task in TaskType}
+
+
+# --- solve -----------------------------------------------------------------------------------
+
+
+def solver_rollouts(
+    proposals: Sequence[Rollout], buffers: Buffers, settings: StepSettings, rng: random.Random, fits: PromptFits
+) -> list[Rollout]:
+    """B solver tasks per type: this step's new tasks first (the paper's rule), then tasks from
+    the buffer."""
+    rollouts = []
+    for task in TaskType:
+        fresh = [p.new_task for p in proposals if p.task is task and p.new_task is not None]
+        rng.shuffle(fresh)
+        chosen = fresh[: settings.batch_size]
+        attempts = 0
+        while len(chosen) < settings.batch_size and attempts < 4 * settings.batch_size:
+            chosen.append(buffers[task].choose(rng))
+            attempts += 1
+        for subject in chosen:
+            prompt = prompts.solve_prompt(task, subject)
+            if fits(prompt):
+                rollouts.append(Rollout(Role.SOLVE, task, prompt, subject=subject))
+    return rollouts
+
+
+def check_answer(rollout: Rollout) -> Check | None:
+    """Parse an answer; the check that scores it, when it is well formed."""
+    assert rollout.completion is not None and rollout.subject is not None
+    rollout.parsed = parse_solution(rollout.task, rollout.completion.text)
+    if rollout.formatted:
+        assert isinstance(rollout.parsed.value, str)
+        rollout.check = answer_check(rollout.task, rollout.subject, rollout.parsed.value)
+    return rollout.check
+
+
+# --- generate and check (the phases' only I/O) -----------------------------------------------
+
+
+@dataclass
+class PhaseTimes:
+    """Seconds and executor counts of a step, accumulated over its phases."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    executor: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+def generate_and_check(
+    engine: RolloutEngine,
+    executor: ExecutorProtocol,
+    rollouts: Sequence[Rollout],
+    sampling: SamplingParams,
+    make_check: Callable[[Rollout], Check | None],
+    times: PhaseTimes,
+    *,
+    phase: str,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Generate every rollout of a phase in one engine call, handing each completion's check to
+    the executor as soon as it is ready; the phase ends when the last outcome is in. Checks the
+    executor failed on are run once more; those that fail again stay undecided (counted in
+    `executor/internal`), and a phase where every check failed stops the run."""
+    if not rollouts:
+        return
+    stream = CheckStream(executor)
+
+    def ready(index: int, completion: Completion) -> None:
+        rollout = rollouts[index]
+        rollout.completion = completion
+        check = make_check(rollout)
+        if check is not None:
+            stream.submit([check])
+
+    seconds = times.seconds
+    started = time.perf_counter()
+    try:
+        engine.generate([r.prompt for r in rollouts], sampling, progress=progress, on_completion=ready)
+    finally:
+        seconds["generate"] += time.perf_counter() - started
+        timing = stream.finish()
+    missing = [r for r in rollouts if r.completion is None]
+    if missing:
+        raise RuntimeError(f"the rollout engine did not hand over {len(missing)} of {len(rollouts)} completions")
+    seconds["verify"] += timing.verify_s
+    seconds["verify_hidden"] += timing.hidden_s
+    checks = [r.check for r in rollouts if r.check is not None]
+    rerun_started = time.perf_counter()
+    retried, failed = rerun_undecided(executor, checks)
+    seconds["execute"] += timing.waited_s + time.perf_counter() - rerun_started
+    times.executor["internal_retried"] += retried
+    times.executor["internal"] += failed
+    if checks and failed == len(checks):
+        first = next(o for c in checks for o in c.outcomes if o.internal)
+        raise InternalError(
+            f"the executor failed on all {failed} checks of the {phase} phase, twice; the last error: {first.error}"
+        )
+
+
+# --- reward, advantages, samples -------------------------------------------------------------
+
+
+def assign_rewards(
+    proposals: Sequence[Rollout], solutions: Sequence[Rollout], learnability: Sequence[Rollout], extreme: float
+) -> None:
+    """Rewards from the verdicts (paper Eqs. 4–6). A rollout the executor could not judge gets none
+    and is left out of the update; a proposal's solve rate counts only the samples that were judged."""
+    for rollout in [*solutions, *learnability]:
+        if rollout.undecided:
+            rollout.trained = False
+            continue
+        rollout.reward = solver_reward(rollout.check is not None and correct(rollout.check), rollout.formatted)
+    for rollout in proposals:
+        judged = [r for r in rollout.learnability if not r.undecided]
+        if rollout.undecided or (rollout.new_task is not None and not judged):
+            rollout.trained = False
+            continue
+        solve_rate = None
+        if rollout.new_task is not None:
+            solve_rate = sum(r.check is not None and correct(r.check) for r in judged) / len(judged)
+        rollout.reward = proposer_reward(rollout.formatted, rollout.new_task is not None, solve_rate, extreme=extreme)
+
+
+def assign_advantages(trained: Sequence[Rollout], statistics: str) -> None:
+    """Task-Relative REINFORCE++: rewards normalised within each of the six task-roles, by
+    sequence or (`statistics="token"`, as the reference code) token-weighted."""
+    token_counts = None
+    if statistics == "token":
+        token_counts = [len(r.completion.token_ids) if r.completion else 0 for r in trained]
+    advantages = task_relative_advantages(
+        [r.reward for r in trained], [(r.role, r.task) for r in trained], token_counts=token_counts
+    )
+    for rollout, advantage in zip(trained, advantages, strict=True):
+        rollout.advantage = advantage
+
+
+def training_samples(trained: Sequence[Rollout]) -> list[Sample]:
+    samples = []
+    for rollout in trained:
+        completion = rollout.completion
+        assert completion is not None
+        samples.append(Sample(completion.prompt_ids, completion.token_ids, completion.logprobs, rollout.advantage))
+    return samples
