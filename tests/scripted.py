@@ -9,6 +9,7 @@ them is the real update of those texts."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import torch
@@ -96,3 +97,36 @@ def answer(body: str) -> str:
 
 def fenced(tag: str, body: str) -> str:
     return f"```{tag}\n{body}\n```"
+
+
+REVERSE = "def f(x):\n    return sorted(x)[::-1]"
+KNOWN_OUTPUTS = {(REVERSE, "[3, 1, 2]"): "[3, 2, 1]"}
+
+
+def mixed_policy(induction_inputs: int) -> Writer:
+    """A scripted policy of mixed quality: valid, invalid and unformatted proposals, right and wrong
+    answers, so that every task-role has rewards that differ and advantages that are not zero."""
+    turns: Counter[tuple[Role, TaskType]] = Counter()
+
+    def write(prompt: str) -> str:
+        role, task = task_role(prompt)
+        turn = turns[(role, task)]
+        turns[(role, task)] += 1
+        if turn % 3 == 2:
+            return "I am not sure what to write here."
+        if role is Role.PROPOSE and task is TaskType.INDUCTION:
+            inputs = "".join(fenced("input", str(i)) + "\n" for i in range(induction_inputs))
+            return answer(inputs + fenced("message", "it returns what it gets"))
+        if role is Role.PROPOSE:
+            program = REVERSE if turn % 3 == 0 else "import os\n" + REVERSE
+            return answer(fenced("python", program) + "\n" + fenced("input", "[3, 1, 2]"))
+        right = turn % 3 == 0
+        if task is TaskType.INDUCTION:
+            return answer(fenced("python", "def f(a):\n    return a" if right else "def f(a):\n    return None"))
+        program, given = block(prompt, "python"), block(prompt, "input" if task is TaskType.DEDUCTION else "output")
+        if task is TaskType.DEDUCTION:
+            output = KNOWN_OUTPUTS.get((program, given), given)
+            return answer(fenced("output", output if right else "'wrong'"))
+        return answer(fenced("input", given if right and program != REVERSE else "[1, 2, 3]" if right else "0"))
+
+    return write

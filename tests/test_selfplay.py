@@ -7,8 +7,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from azr.selfplay import SelfPlay
 from azr.tasks import TASK_ROLES, Role, TaskType, Triplet, role_name
 from azr.trainer import Sample
 
-from .scripted import ScriptedEngine, answer, block, completion_logprobs, fenced, task_role
+from .scripted import REVERSE, ScriptedEngine, answer, block, completion_logprobs, fenced, mixed_policy, task_role
 
 IDENTITY = Triplet("def f(a):\n    return a", "1", "1")
 TINY = dataclasses.replace(
@@ -45,39 +43,6 @@ def run_steps(out: Path, executor: Executor, steps: int, config: SelfPlayConfig 
     return run
 
 
-REVERSE = "def f(x):\n    return sorted(x)[::-1]"
-KNOWN_OUTPUTS = {(REVERSE, "[3, 1, 2]"): "[3, 2, 1]"}
-
-
-def mixed_policy() -> Callable[[str], str]:
-    """A scripted policy of mixed quality: valid, invalid and unformatted proposals, right and wrong
-    answers, so that every task-role has rewards that differ and advantages that are not zero."""
-    turns: Counter[tuple[Role, TaskType]] = Counter()
-
-    def write(prompt: str) -> str:
-        role, task = task_role(prompt)
-        turn = turns[(role, task)]
-        turns[(role, task)] += 1
-        if turn % 3 == 2:
-            return "I am not sure what to write here."
-        if role is Role.PROPOSE and task is TaskType.INDUCTION:
-            inputs = "".join(fenced("input", str(i)) + "\n" for i in range(TINY.induction_inputs))
-            return answer(inputs + fenced("message", "it returns what it gets"))
-        if role is Role.PROPOSE:
-            program = REVERSE if turn % 3 == 0 else "import os\n" + REVERSE
-            return answer(fenced("python", program) + "\n" + fenced("input", "[3, 1, 2]"))
-        right = turn % 3 == 0
-        if task is TaskType.INDUCTION:
-            return answer(fenced("python", "def f(a):\n    return a" if right else "def f(a):\n    return None"))
-        program, given = block(prompt, "python"), block(prompt, "input" if task is TaskType.DEDUCTION else "output")
-        if task is TaskType.DEDUCTION:
-            output = KNOWN_OUTPUTS.get((program, given), given)
-            return answer(fenced("output", output if right else "'wrong'"))
-        return answer(fenced("input", given if right and program != REVERSE else "[1, 2, 3]" if right else "0"))
-
-    return write
-
-
 def surrogate(model: torch.nn.Module, samples: list[Sample]) -> float:
     """The policy-gradient objective of a step: advantage-weighted log-likelihood of its tokens."""
     total = sum(
@@ -89,7 +54,7 @@ def surrogate(model: torch.nn.Module, samples: list[Sample]) -> float:
 
 def test_one_step_trains_on_all_six_task_roles(tmp_path: Path, executor: Executor) -> None:
     policy = tiny_qwen2(seed=0)
-    engine = ScriptedEngine(policy, mixed_policy())
+    engine = ScriptedEngine(policy, mixed_policy(TINY.induction_inputs))
     run = SelfPlay(TINY, tmp_path, policy=policy, engine=engine, executor=executor, progress=False)
     trained: list[Sample] = []
     update = run.trainer.step
@@ -132,7 +97,7 @@ def test_answers_that_call_the_program_score_as_wrong(tmp_path: Path, executor: 
         role, task = task_role(prompt)
         if (role, task) == (Role.SOLVE, TaskType.DEDUCTION):
             return answer(fenced("output", f"f({block(prompt, 'input')})"))
-        return mixed_policy()(prompt)
+        return mixed_policy(TINY.induction_inputs)(prompt)
 
     policy = tiny_qwen2(seed=0)
     run = SelfPlay(
@@ -151,7 +116,7 @@ def test_a_dead_worker_leaves_its_samples_out(tmp_path: Path) -> None:
     dying = Executor(
         workers=2, timeout_s=5.0, worker_command=[sys.executable, str(Path(__file__).parent / "dying_worker.py")]
     )
-    write = mixed_policy()
+    write = mixed_policy(TINY.induction_inputs)
 
     def kill_one_proposal(prompt: str) -> str:
         role, task = task_role(prompt)
@@ -220,7 +185,12 @@ def test_an_executor_that_fails_every_check_stops_the_run(tmp_path: Path) -> Non
     policy = tiny_qwen2(seed=0)
     dead = RemoteExecutor("127.0.0.1:9", retries=0)
     run = SelfPlay(
-        TINY, tmp_path, policy=policy, engine=ScriptedEngine(policy, mixed_policy()), executor=dead, progress=False
+        TINY,
+        tmp_path,
+        policy=policy,
+        engine=ScriptedEngine(policy, mixed_policy(TINY.induction_inputs)),
+        executor=dead,
+        progress=False,
     )
     with pytest.raises(InternalError, match=r"propose phase.*127\.0\.0\.1:9"):
         run.step()

@@ -102,7 +102,6 @@ def test_truncated_importance_sampling_weights_tokens_by_the_capped_ratio() -> N
     """With the engine's log-probs equal to the trainer's, TIS changes nothing; with every engine
     log-prob lower by ln 3 and a cap of 2, every token's weight is 2: twice the gradient."""
     policy = tiny_qwen2(seed=3)
-    trainer = Trainer(policy.model, TrainConfig(gradient_checkpointing=False, entropy_coef=0.0))
     with torch.no_grad():
         hidden, targets, _ = completion_hidden(policy.model, samples())
         current = (hidden @ policy.model.get_output_embeddings().weight.T).log_softmax(-1)
@@ -116,7 +115,7 @@ def test_truncated_importance_sampling_weights_tokens_by_the_capped_ratio() -> N
             shifted.append(Sample(sample.prompt_ids, sample.completion_ids, old, sample.advantage))
             position += n
         policy.model.zero_grad(set_to_none=True)
-        trainer.config = TrainConfig(gradient_checkpointing=False, entropy_coef=0.0, tis_cap=cap)
+        trainer = Trainer(policy.model, TrainConfig(gradient_checkpointing=False, entropy_coef=0.0, tis_cap=cap))
         stats = trainer.accumulate(shifted)
         return stats, [p.grad.clone() for p in policy.model.parameters() if p.grad is not None]
 

@@ -78,6 +78,11 @@ class SelfPlayConfig:
     # when set, programs run there (with the hosts' own limits and mode) instead of on this machine.
     executor_urls: str = ""
     executor_token_file: str = ""  # file holding the fleet's bearer token
+    # Scale-out: 0 trains in this process; N ≥ 1 runs the update on N Ray actors (one per GPU, or per
+    # CPU process) forming one torch.distributed group, the model sharded with FSDP2.
+    trainer_workers: int = 0
+    ray_address: str = ""  # "": start a Ray for this run; "auto": join the running cluster; or a head's address
+    gpu_memory_gb: float = 80.0  # per GPU, for the memory plan (`azr selfplay --dry-run`)
     # Run
     steps: int = 500
     checkpoint_every: int = 10
@@ -108,6 +113,7 @@ class SelfPlayConfig:
             "entropy_coef",
             "seed",
             "tis_cap",
+            "trainer_workers",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -115,6 +121,10 @@ class SelfPlayConfig:
             raise ValueError(f"vllm_sleep_level must be 0 (off), 1 or 2, got {self.vllm_sleep_level}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.trainer_workers and self.kl_coef > 0:
+            raise ValueError("kl_coef > 0 is supported with the in-process trainer only (trainer_workers=0)")
+        if self.gpu_memory_gb <= 0:
+            raise ValueError(f"gpu_memory_gb must be positive, got {self.gpu_memory_gb}")
         if self.induction_inputs < 2:
             raise ValueError("induction_inputs must be at least 2 (half are shown, half are hidden)")
         if self.buffer_eviction not in EVICTIONS:

@@ -39,6 +39,7 @@ from azr.phases import TRIPLET_TASKS, PhaseTimes, Rollout, StepSettings
 from azr.rollout import HFEngine, RolloutEngine, SamplingParams
 from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, InductionTask, TaskType, Triplet
 from azr.trainer import TrainConfig, Trainer
+from azr.trainer_group import TrainerGroup
 from azr.verify import Check, proposal_check, proposed_triplet, run_checks
 
 __all__ = ["Rollout", "SelfPlay", "make_engine", "make_executor"]
@@ -117,7 +118,7 @@ class SelfPlay:
         if config.kl_coef > 0:
             reference = load_policy(config.model, seed=config.seed).model.to(self.device).eval()
             reference.requires_grad_(False)
-        self.trainer = Trainer(self.policy.model, train_config(config), reference)
+        self.trainer = make_trainer(config, self.policy, reference, last_checkpoint=self.last_checkpoint)
         self.engine = engine or make_engine(config, self.policy)
         self.executor = executor or make_executor(config)
         self.sampling = SamplingParams(config.max_response_tokens, config.temperature, config.top_p)
@@ -158,6 +159,7 @@ class SelfPlay:
         phases.assign_advantages(trained, self.config.advantage_statistics)
         with timer(times.seconds, "train"):
             update = self.trainer.step(phases.training_samples(trained))
+        self.trainer.publish(self.policy.model)
         self.engine.sync_weights(self.policy.model)
         for task, tasks in phases.new_tasks(proposals).items():
             self.buffers[task].add(tasks, self.step_index, self.rng)
@@ -206,6 +208,12 @@ class SelfPlay:
             if self.step_index % self.config.checkpoint_every == 0 or self.step_index == steps:
                 self.save_checkpoint()
 
+    def last_checkpoint(self) -> str:
+        try:
+            return str(checkpoints.find(self.out))
+        except FileNotFoundError:
+            return "none yet"
+
     def save_checkpoint(self) -> Path:
         state = checkpoints.RunState(self.step_index, self.rng, self.buffers, self.engine.state_dict())
         return checkpoints.save(
@@ -229,6 +237,15 @@ class SelfPlay:
         run.engine.load_state_dict(state.engine)
         run.log.truncate(run.step_index)
         return run
+
+
+def make_trainer(
+    config: SelfPlayConfig, policy: Policy, reference: torch.nn.Module | None, *, last_checkpoint: Callable[[], str]
+) -> Trainer | TrainerGroup:
+    """The update in this process (`trainer_workers=0`), or on a group of Ray trainer workers."""
+    if not config.trainer_workers:
+        return Trainer(policy.model, train_config(config), reference)
+    return TrainerGroup.start(config, train_config(config), checkpoint=None, last_checkpoint=last_checkpoint)
 
 
 def train_config(config: SelfPlayConfig) -> TrainConfig:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_state_dict,
 )
+from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
@@ -64,19 +66,121 @@ class Sample:
             raise ValueError("a sample needs a prompt")
 
 
+@dataclass(frozen=True)
+class Totals:
+    """The step's totals every micro-batch's loss is normalised by (global across trainer ranks)."""
+
+    tokens: int
+    sequences: int
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> Totals:
+        return cls(sum(len(s.completion_ids) for s in samples), sum(1 for s in samples if s.completion_ids))
+
+
+# A micro-batch that contributes nothing: trainer ranks with fewer micro-batches than others run it, so
+# that every rank makes the same sequence of collective calls.
+PADDING = Sample((0,), (0,), (0.0,), 0.0)
+
+
+class PolicyObjective(torch.nn.Module):
+    """The policy loss of one micro-batch as one call of one module: the decoder's hidden states,
+    then the fused loss on the LM head. Being one module call is what lets FSDP2 gather the
+    parameters its root owns (embeddings, final norm, LM head) around the whole computation."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        config: TrainConfig,
+        reference_logprobs: Callable[[Sequence[Sample], torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.reference_logprobs = reference_logprobs
+
+    def forward(self, batch: Sequence[Sample], share: float, totals: Totals) -> tuple[torch.Tensor, dict[str, float]]:
+        """`share` × this batch's loss (its part of the step's loss), and its part of the statistics."""
+        config = self.config
+        head = self.model.get_output_embeddings().weight
+        with _autocast(head.device):
+            hidden, targets, seq_ids = completion_hidden(self.model, batch)
+        device = hidden.device
+        advantages = torch.tensor([s.advantage for s in batch for _ in s.completion_ids], device=device)
+        old = torch.tensor([lp for s in batch for lp in s.old_logprobs], device=device)
+        stats: dict[str, float] = {}
+        scale = 1.0 / max(totals.tokens, 1) if share else 0.0
+        if config.tis_cap > 0:
+            advantages, old, truncated, weight_sum = _importance_weights(
+                hidden, head, targets, advantages, old, config.temperature, config.tis_cap
+            )
+            stats["tis_truncated"] = truncated * scale
+            stats["tis_weight_mean"] = weight_sum * scale
+        out = fused_policy_loss(
+            hidden,
+            head,
+            targets,
+            torch.ones_like(targets, dtype=torch.float32),
+            advantages,
+            old,
+            clip_low=config.clip_low,
+            clip_high=config.clip_high,
+            temperature=config.temperature,
+            entropy_coef=config.entropy_coef,
+            aggregation=config.aggregation,
+            seq_ids=seq_ids,
+            backend=config.loss_backend,
+        )
+        tokens = len(targets)
+        loss = out.loss * share
+        if self.reference_logprobs is not None:
+            kl = _kl(hidden, head, targets, self.reference_logprobs(batch, targets), config.temperature)
+            loss = loss + config.kl_coef * kl * tokens * scale
+            stats["kl"] = kl.item() * tokens * scale
+        stats["loss"] = loss.item()
+        stats["entropy"] = out.entropy.sum().item() * scale
+        stats["clip_fraction"] = out.clip_fraction.item() * tokens * scale
+        stats["ratio_mean"] = out.ratio.sum().item() * scale
+        stats["ratio_max"] = out.ratio.max().item() if share else 0.0
+        return loss, stats
+
+
 class Trainer:
-    def __init__(self, model: PreTrainedModel, config: TrainConfig, reference: PreTrainedModel | None = None) -> None:
+    """One optimizer step of clipped REINFORCE++ per self-play step.
+
+    `shard`, when given, is applied to the `PolicyObjective` before the optimizer is made (the
+    trainer group's FSDP2 wrapping), and `ranks` is the group's size: each rank's loss is its part of
+    the global loss, scaled by `ranks` because the sharded gradients are averaged over the ranks; the
+    update is then the same, computed by several ranks."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        config: TrainConfig,
+        reference: PreTrainedModel | None = None,
+        *,
+        shard: Callable[[torch.nn.Module], None] | None = None,
+        ranks: int = 1,
+    ) -> None:
         if config.kl_coef > 0 and reference is None:
             raise ValueError("kl_coef > 0 needs a reference model")
         self.model = model
         self.config = config
-        self.reference = reference
+        self.ranks = ranks
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        reference_logprobs = partial(_reference_logprobs, reference, config.temperature) if reference else None
+        self.objective = PolicyObjective(model, config, reference_logprobs)
+        if shard is not None:
+            shard(self.objective)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
         )
-        if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.head = model.get_output_embeddings()
+
+    def publish(self, model: torch.nn.Module) -> None:
+        """Make `model` hold the trained weights (in one process it usually is the trained model)."""
+        if model is not self.model:
+            model.load_state_dict(self.model.state_dict())
 
     def save(self, path: str | Path) -> None:
         """Model and optimizer state as a torch.distributed.checkpoint (DCP) directory: each rank of a
@@ -93,102 +197,96 @@ class Trainer:
             dcp.load(state, checkpoint_id=str(path), no_dist=_single())
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        device = next(self.model.parameters()).device
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def step(self, samples: Sequence[Sample]) -> dict[str, float]:
         """One optimizer step on `samples`; returns the update's statistics."""
+        trained = [s for s in samples if s.completion_ids]
+        return self.step_batches(micro_batches(trained, self.config.micro_batch_tokens), Totals.of(trained))
+
+    def step_batches(self, batches: Sequence[Sequence[Sample] | None], totals: Totals) -> dict[str, float]:
+        """One optimizer step on micro-batches whose losses are normalised by `totals` (a trainer
+        rank gets its share of the step's batches and the step's totals; `None` pads)."""
         self.optimizer.zero_grad(set_to_none=True)
-        stats = self.accumulate(samples)
-        if not stats["tokens"]:
+        stats = self.accumulate_batches(batches, totals)
+        if not totals.tokens:
             return {**stats, "grad_norm": 0.0}
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {**stats, "grad_norm": float(grad_norm)}
+        # Sharded parameters give a distributed norm: the whole of it is the same on every rank.
+        whole = grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm
+        return {**stats, "grad_norm": float(whole)}
 
     def accumulate(self, samples: Sequence[Sample]) -> dict[str, float]:
         """Add the gradient of the step's loss on `samples` to the parameters' `.grad`."""
         trained = [s for s in samples if s.completion_ids]
-        if not trained:
-            return {"loss": 0.0, "tokens": 0.0, "sequences": 0.0}
-        total_tokens = sum(len(s.completion_ids) for s in trained)
-        total_sequences = len(trained)
-        self.model.train()
-        totals = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "ratio_max": 0.0, "kl": 0.0}
-        for batch in _micro_batches(trained, self.config.micro_batch_tokens):
-            tokens = sum(len(s.completion_ids) for s in batch)
-            share = tokens / total_tokens if self.config.aggregation == "token" else len(batch) / total_sequences
-            with self._autocast():
-                hidden, targets, seq_ids = completion_hidden(self.model, batch)
-            device = hidden.device
-            advantages = torch.tensor([s.advantage for s in batch for _ in s.completion_ids], device=device)
-            old = torch.tensor([lp for s in batch for lp in s.old_logprobs], device=device)
-            if self.config.tis_cap > 0:
-                advantages, old, truncated, weight_sum = self._importance_weights(hidden, targets, advantages, old)
-                totals["tis_truncated"] = totals.get("tis_truncated", 0.0) + truncated / total_tokens
-                totals["tis_weight_mean"] = totals.get("tis_weight_mean", 0.0) + weight_sum / total_tokens
-            out = fused_policy_loss(
-                hidden,
-                self.head.weight,
-                targets,
-                torch.ones_like(targets, dtype=torch.float32),
-                advantages,
-                old,
-                clip_low=self.config.clip_low,
-                clip_high=self.config.clip_high,
-                temperature=self.config.temperature,
-                entropy_coef=self.config.entropy_coef,
-                aggregation=self.config.aggregation,
-                seq_ids=seq_ids,
-                backend=self.config.loss_backend,
-            )
-            loss = out.loss * share
-            if self.config.kl_coef > 0:
-                kl = self._kl(batch, hidden, targets)
-                loss = loss + self.config.kl_coef * kl * (tokens / total_tokens)
-                totals["kl"] += kl.item() * tokens / total_tokens
-            loss.backward()
-            totals["loss"] += loss.item()
-            totals["entropy"] += out.entropy.sum().item() / total_tokens
-            totals["clip_fraction"] += out.clip_fraction.item() * tokens / total_tokens
-            totals["ratio_mean"] += out.ratio.sum().item() / total_tokens
-            totals["ratio_max"] = max(totals["ratio_max"], out.ratio.max().item())
-        return {**totals, "tokens": float(total_tokens), "sequences": float(total_sequences)}
+        return self.accumulate_batches(micro_batches(trained, self.config.micro_batch_tokens), Totals.of(trained))
 
-    def _importance_weights(
-        self, hidden: torch.Tensor, targets: torch.Tensor, advantages: torch.Tensor, engine: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-        """Advantages weighted by the capped trainer/engine ratio, the trainer's log-probs as the new
-        `old`, and how many tokens were truncated and the weights' sum (for the logs)."""
-        with torch.no_grad():
-            trainer, _ = token_logprobs(hidden.detach(), self.head.weight, targets, self.config.temperature)
-            ratio = torch.exp(trainer.float() - engine)
-            weights = ratio.clamp(max=self.config.tis_cap)
-        return advantages * weights, trainer.float(), float((ratio > self.config.tis_cap).sum()), float(weights.sum())
+    def accumulate_batches(self, batches: Sequence[Sequence[Sample] | None], totals: Totals) -> dict[str, float]:
+        stats = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "ratio_max": 0.0, "kl": 0.0}
+        if not totals.tokens:
+            return {**stats, "tokens": 0.0, "sequences": 0.0}
+        self.objective.train()
+        for batch in batches:
+            share = 0.0
+            if batch:
+                share = (
+                    sum(len(s.completion_ids) for s in batch) / totals.tokens
+                    if self.config.aggregation == "token"
+                    else len(batch) / totals.sequences
+                )
+            loss, part = self.objective(batch or [PADDING], share, totals)
+            (loss * self.ranks if self.ranks > 1 else loss).backward()
+            for name, value in part.items():
+                stats[name] = max(stats[name], value) if name == "ratio_max" else stats.get(name, 0.0) + value
+        return {**stats, "tokens": float(totals.tokens), "sequences": float(totals.sequences)}
 
-    def _kl(self, batch: Sequence[Sample], hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean k3 estimate of KL(π ‖ π_ref) over the batch's completion tokens."""
-        assert self.reference is not None
-        with torch.no_grad(), self._autocast():
-            reference_hidden, _, _ = completion_hidden(self.reference, batch)
-            reference, _ = token_logprobs(
-                reference_hidden, self.reference.get_output_embeddings().weight, targets, self.config.temperature
-            )
-        weight = self.head.weight
-        step = max(1, (1 << 23) // weight.shape[0])
-        parts = []
-        for start in range(0, hidden.shape[0], step):
-            chunk = slice(start, start + step)
-            logp = checkpoint(
-                _target_logprobs, hidden[chunk], weight, targets[chunk], self.config.temperature, use_reentrant=False
-            )
-            delta = reference[chunk] - logp
-            parts.append(torch.exp(delta) - delta - 1.0)
-        return torch.cat(parts).mean()
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _importance_weights(
+    hidden: torch.Tensor,
+    head: torch.Tensor,
+    targets: torch.Tensor,
+    advantages: torch.Tensor,
+    engine: torch.Tensor,
+    temperature: float,
+    cap: float,
+) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """Advantages weighted by the capped trainer/engine ratio, the trainer's log-probs as the new
+    `old`, and how many tokens were truncated and the weights' sum (for the logs)."""
+    with torch.no_grad():
+        trainer, _ = token_logprobs(hidden.detach(), head, targets, temperature)
+        ratio = torch.exp(trainer.float() - engine)
+        weights = ratio.clamp(max=cap)
+    return advantages * weights, trainer.float(), float((ratio > cap).sum()), float(weights.sum())
+
+
+def _reference_logprobs(
+    reference: PreTrainedModel, temperature: float, batch: Sequence[Sample], targets: torch.Tensor
+) -> torch.Tensor:
+    head = reference.get_output_embeddings().weight
+    with torch.no_grad(), _autocast(head.device):
+        hidden, _, _ = completion_hidden(reference, batch)
+        logprobs, _ = token_logprobs(hidden, head, targets, temperature)
+    return logprobs
+
+
+def _kl(
+    hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, reference: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Mean k3 estimate of KL(π ‖ π_ref) over the batch's completion tokens."""
+    step = max(1, (1 << 23) // head.shape[0])
+    parts = []
+    for start in range(0, hidden.shape[0], step):
+        chunk = slice(start, start + step)
+        logp = checkpoint(_target_logprobs, hidden[chunk], head, targets[chunk], temperature, use_reentrant=False)
+        delta = reference[chunk] - logp
+        parts.append(torch.exp(delta) - delta - 1.0)
+    return torch.cat(parts).mean()
 
 
 def _single() -> bool:
@@ -244,7 +342,7 @@ def completion_hidden(
     return selected, targets, row_index
 
 
-def _micro_batches(samples: Sequence[Sample], token_budget: int) -> list[list[Sample]]:
+def micro_batches(samples: Sequence[Sample], token_budget: int) -> list[list[Sample]]:
     """Consecutive groups whose padded size (sequences × longest) stays within the budget."""
     batches: list[list[Sample]] = []
     current: list[Sample] = []

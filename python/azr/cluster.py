@@ -1,0 +1,45 @@
+"""Ray, the cluster's scheduler: an optional dependency (`pip install -e ".[cluster]"`).
+
+`ray_address=""` starts a Ray of its own for the run (on this machine, with logical CPUs
+over-committed so that small tests fit on two cores); `"auto"` joins the cluster `ray start` made;
+anything else is the address of a head node. Actors are placed through placement groups.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+INSTALL_HINT = 'pip install -e ".[cluster]"  (or: pip install "ray>=2.50")'
+
+
+def require_ray(why: str) -> Any:
+    """The `ray` module, or a clear error saying what needs it and how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError(f"{why} needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def connect(address: str, *, logical_cpus: int, why: str) -> Any:
+    """Ray, started or joined as `address` says (once per process)."""
+    ray = require_ray(why)
+    if not ray.is_initialized():
+        # Token authentication is for shared clusters; a Ray started for one run is local to it.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=max(logical_cpus, os.cpu_count() or 1), include_dashboard=False, log_to_driver=True)
+    return ray
+
+
+def placement(ray: Any, bundles: int, *, gpus: int, cpus: float = 1.0) -> Any:
+    """A placement group of `bundles` bundles (one per actor), packed onto as few nodes as fit."""
+    from ray.util.placement_group import placement_group
+
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    group = placement_group([dict(resources) for _ in range(bundles)], strategy="PACK")
+    ray.get(group.ready(), timeout=600)
+    return group

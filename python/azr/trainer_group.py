@@ -1,0 +1,237 @@
+"""The policy update on N Ray actors that form one torch.distributed process group (NCCL on GPU,
+gloo on CPU), the model sharded with FSDP2.
+
+    group = TrainerGroup.start(config, checkpoint=None, last_checkpoint=lambda: "none yet")
+    stats = group.step(samples)     # the same update as Trainer.step(samples) in one process
+    group.publish(driver_model)     # the new weights, for the driver's rollout engine
+    group.save(path); group.load(path)
+
+A step's sequences are split across ranks balanced by token count; every rank normalises its loss by
+the step's global totals (and scales it by the group's size, which FSDP's gradient average divides
+out), so the update is the one the single-process trainer makes on the same samples. Ranks run the same number of micro-batches (the
+short ones pad with a micro-batch that contributes nothing), so their collective calls line up. On
+GPU, parameters are gathered in bf16 for compute while the master weights, gradients and reductions
+stay fp32. A worker that dies stops the run with a `TrainerGroupError` naming it and the last
+checkpoint: the others are killed rather than left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from azr.cluster import connect, placement
+from azr.config import SelfPlayConfig
+from azr.trainer import Sample, Totals, TrainConfig, micro_batches
+
+# How long a rank waits in a collective for the others before giving up (a dead rank's peers).
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+
+
+class TrainerGroupError(RuntimeError):
+    """A trainer worker failed; the group is stopped."""
+
+
+def split_by_tokens(samples: Sequence[Sample], ranks: int) -> list[list[Sample]]:
+    """The samples in `ranks` parts of nearly equal token counts (longest first, each to the part
+    with the fewest tokens so far; ties to the lowest rank), each part in the samples' order."""
+    lengths = [len(sample.prompt_ids) + len(sample.completion_ids) for sample in samples]
+    load = [0] * ranks
+    owner: dict[int, int] = {}
+    for index in sorted(range(len(samples)), key=lambda i: -lengths[i]):
+        rank = min(range(ranks), key=lambda r: (load[r], r))
+        owner[index] = rank
+        load[rank] += lengths[index]
+    return [[samples[i] for i in range(len(samples)) if owner[i] == rank] for rank in range(ranks)]
+
+
+class TrainerWorker:
+    """One rank of the group (a Ray actor): its shard of the model, optimizer and update."""
+
+    def __init__(self, rank: int, world: int, model: str, seed: int, train: TrainConfig) -> None:
+        self.rank, self.world = rank, world
+        self.model_name, self.seed, self.train = model, seed, train
+        self.trainer: Any = None
+
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 can be reached, and a free port for the process group."""
+        import ray
+
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def setup(self, master: str, port: int, checkpoint: str | None) -> None:
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        from azr.checkpoints import WEIGHTS, policy_of
+        from azr.models import load_policy
+        from azr.trainer import Trainer
+
+        on_gpu = torch.cuda.is_available()
+        dist.init_process_group(
+            "nccl" if on_gpu else "gloo",
+            init_method=f"tcp://{master}:{port}",
+            rank=self.rank,
+            world_size=self.world,
+            timeout=COLLECTIVE_TIMEOUT,
+        )
+        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+        policy = policy_of(Path(checkpoint)) if checkpoint else load_policy(self.model_name, seed=self.seed)
+        model = policy.model.to(device)
+        mesh = init_device_mesh(device.type, (self.world,))
+        precision = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if on_gpu else MixedPrecisionPolicy()
+
+        def shard(objective: torch.nn.Module) -> None:
+            for layer in model.get_decoder().layers:
+                fully_shard(layer, mesh=mesh, mp_policy=precision)
+            fully_shard(objective, mesh=mesh, mp_policy=precision)
+
+        self.trainer = Trainer(model, self.train, shard=shard, ranks=self.world)
+        if checkpoint:
+            self.trainer.load(Path(checkpoint) / WEIGHTS)
+
+    def step(self, batches: list[list[Sample] | None], totals: Totals) -> dict[str, float]:
+        return self.trainer.step_batches(batches, totals)
+
+    def save(self, path: str) -> None:
+        self.trainer.save(path)
+
+    def load(self, path: str) -> None:
+        self.trainer.load(path)
+
+    def full_weights(self) -> dict[str, torch.Tensor] | None:
+        """The whole model's weights, gathered on rank 0's CPU (every rank must take part)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = get_model_state_dict(self.trainer.model, options=options)
+        return weights if self.rank == 0 else None
+
+    def peak_memory(self) -> int:
+        """Peak bytes this rank held: CUDA's allocator peak on GPU, else the process's peak RSS."""
+        if torch.cuda.is_available():
+            return int(torch.cuda.max_memory_allocated())
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class TrainerGroup:
+    """The driver's handle on the trainer workers; see the module's docstring."""
+
+    def __init__(self, ray: Any, workers: list[Any], group: Any, micro_batch_tokens: int, hint: Callable[[], str]):
+        self.ray, self.workers, self.group = ray, workers, group
+        self.micro_batch_tokens = micro_batch_tokens
+        self.last_checkpoint = hint
+        self.stopped = False
+
+    @classmethod
+    def start(
+        cls, config: SelfPlayConfig, train: TrainConfig, *, checkpoint: Path | None, last_checkpoint: Callable[[], str]
+    ) -> TrainerGroup:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        size = config.trainer_workers
+        ray = connect(config.ray_address, logical_cpus=size + 1, why=f"trainer_workers={size}")
+        gpus = 1 if config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= size else 0
+        group = placement(ray, size, gpus=gpus)
+        remote = ray.remote(TrainerWorker)
+        workers = [
+            remote.options(
+                num_cpus=1,
+                num_gpus=gpus,
+                name=None,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=group, placement_group_bundle_index=rank
+                ),
+                runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}},
+            ).remote(rank, size, config.model, config.seed, train)
+            for rank in range(size)
+        ]
+        trainers = cls(ray, workers, group, train.micro_batch_tokens, last_checkpoint)
+        master, port = trainers._call("address", [()] * size)[0]
+        trainers._call("setup", [(master, port, str(checkpoint) if checkpoint else None)] * size)
+        return trainers
+
+    def step(self, samples: Sequence[Sample]) -> dict[str, float]:
+        """One optimizer step on `samples`, across the ranks; the update's statistics."""
+        trained = [s for s in samples if s.completion_ids]
+        totals = Totals.of(trained)
+        parts = [micro_batches(part, self.micro_batch_tokens) for part in split_by_tokens(trained, len(self.workers))]
+        most = max(len(batches) for batches in parts)
+        padded = [[*batches, *[None] * (most - len(batches))] for batches in parts]
+        results = self._call("step", [(batches, totals) for batches in padded])
+        combined: dict[str, float] = {}
+        for stats in results:
+            for name, value in stats.items():
+                if name == "ratio_max":
+                    combined[name] = max(combined.get(name, value), value)
+                elif name in ("grad_norm", "tokens", "sequences"):
+                    combined[name] = value  # the same on every rank
+                else:
+                    combined[name] = combined.get(name, 0.0) + value
+        combined["trainer_workers"] = float(len(self.workers))
+        return combined
+
+    def publish(self, model: torch.nn.Module) -> None:
+        """Copy the group's current weights into the driver's model (which the rollout engine reads)."""
+        weights = self._call("full_weights", [()] * len(self.workers))[0]
+        model.load_state_dict(weights)
+
+    def save(self, path: str | Path) -> None:
+        self._call("save", [(str(path),)] * len(self.workers))
+
+    def load(self, path: str | Path) -> None:
+        self._call("load", [(str(path),)] * len(self.workers))
+
+    def peak_memory(self) -> list[int]:
+        return self._call("peak_memory", [()] * len(self.workers))
+
+    def shutdown(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            for worker in self.workers:
+                self.ray.kill(worker)
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.group)
+
+    def _call(self, method: str, arguments: list[tuple]) -> list[Any]:
+        """Call `method` on every worker and wait for all; the first failure stops the group."""
+        if self.stopped:
+            raise TrainerGroupError("the trainer group was stopped after a failure; resume the run to continue")
+        futures = [getattr(worker, method).remote(*args) for worker, args in zip(self.workers, arguments, strict=True)]
+        pending = list(futures)
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            try:
+                self.ray.get(done[0])
+            except Exception as error:  # noqa: BLE001 - reported with the worker's name, below
+                rank = futures.index(done[0])
+                actor = self.workers[rank]._actor_id.hex()
+                self.shutdown()
+                dead = isinstance(error, self.ray.exceptions.RayActorError)
+                what = "died" if dead else "failed"
+                detail = " ".join(str(error).split())
+                detail = detail if len(detail) <= 500 else detail[:500] + "..."
+                raise TrainerGroupError(
+                    f"trainer worker {rank} (Ray actor {actor}) {what} during {method}: {detail}; the group is "
+                    f"stopped; the last checkpoint is {self.last_checkpoint()} (continue with --resume)"
+                ) from None
+        return self.ray.get(futures)
+
+    def __del__(self) -> None:
+        if not getattr(self, "stopped", True):
+            try:
+                self.shutdown()
+            except Exception:  # noqa: BLE001 - Ray may already be gone at interpreter exit
+                pass
