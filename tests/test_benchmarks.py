@@ -35,3 +35,13 @@ def test_service_benchmark_compares_the_two_paths() -> None:
         "azr.bench.service", "--programs", "40", "--batch", "8", "--reps", "1", "--seconds", "1", "--mode", "strict"
     )
     assert "| `RemoteExecutor` → service |" in out and "| 2x capacity |" in out
+
+
+@pytest.mark.slow
+def test_trainer_benchmark_compares_the_update_in_one_process_and_on_workers() -> None:
+    pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[cluster]")')
+    command = [sys.executable, "-m", "azr.bench.trainer", "--model", "tiny-qwen2", "--workers", "2"]
+    command += ["--sequences", "4", "--prompt-tokens", "16", "--completion-tokens", "8", "--steps", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| in this process |" in result.stdout and "| 2 Ray worker(s), FSDP2 |" in result.stdout

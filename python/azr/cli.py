@@ -5,6 +5,7 @@ azr selfplay --config run.yaml --out runs/x      # a run configured in a file
 azr selfplay --out runs/x --resume --steps 20    # continue from the latest checkpoint
 azr plot runs/x                                  # PNG curves from runs/x/metrics.jsonl
 azr export runs/x --step 20 --to models/x-20     # a checkpoint as a Hugging Face model directory
+azr selfplay --preset paper --set trainer_workers=4 --dry-run   # the memory plan, without starting
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def _selfplay(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
     config = load_config(args.preset, args.config, overrides)
+    if args.dry_run:
+        from azr.plan import memory_plan
+
+        plan = memory_plan(config)
+        print(plan.render(config))
+        return 0 if plan.fits else 2
     out = Path(args.out)
     if args.resume:
         run = SelfPlay.resume(config, out, progress=not args.quiet)
@@ -102,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
         help="override one setting, e.g. --set lr=2e-6 (repeatable)",
     )
     selfplay.add_argument("--quiet", action="store_true", help="no progress bars")
+    selfplay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print where each actor goes and each GPU's memory plan (gpu_memory_gb per GPU), then stop; "
+        "exit 2 when it does not fit",
+    )
     selfplay.set_defaults(handler=_selfplay)
     plot = commands.add_parser("plot", help="write PNG curves of a run's metrics")
     plot.add_argument("run_dir", help="a run directory (holding metrics.jsonl)")

@@ -51,6 +51,7 @@ class SelfPlayConfig:
     kl_coef: float = 0.0  # > 0 adds a KL penalty against a frozen copy of the initial model
     loss_aggregation: Literal["token", "sequence"] = "token"
     micro_batch_tokens: int = 8192
+    sequence_packing: bool = True  # a micro-batch's sequences in one row, no padding
     gradient_checkpointing: bool = True
     # Task buffers
     buffer_capacity: int = 16384
@@ -140,7 +141,9 @@ class SelfPlayConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's run (Qwen2.5-7B, 4 GPUs): every default above.
-    "paper": {"model": "Qwen/Qwen2.5-7B"},
+    # On GPUs the engine frees its KV cache while the trainer updates (vLLM sleep level 1), as veRL's
+    # hybrid engine does; see `azr selfplay --preset paper --set trainer_workers=4 --dry-run`.
+    "paper": {"model": "Qwen/Qwen2.5-7B", "vllm_sleep_level": 1},
     # One self-play step in a few minutes on two CPU cores, with SmolLM2-135M.
     "smoke": {
         "batch_size": 2,

@@ -260,6 +260,7 @@ def train_config(config: SelfPlayConfig) -> TrainConfig:
         temperature=config.temperature,
         aggregation=config.loss_aggregation,
         micro_batch_tokens=config.micro_batch_tokens,
+        sequence_packing=config.sequence_packing,
         gradient_checkpointing=config.gradient_checkpointing,
         kl_coef=config.kl_coef,
         tis_cap=config.tis_cap,

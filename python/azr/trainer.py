@@ -44,6 +44,9 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     kl_coef: float = 0.0
     loss_backend: str = "auto"
+    # Several sequences in one row, without padding (position ids restart per sequence, and the
+    # attention mask is block-diagonal): the micro-batch budget then counts tokens, not padded slots.
+    sequence_packing: bool = True
     # Truncated importance sampling (0: off). The engine samples from slightly different numbers than
     # the trainer computes (other kernels, precision); with a cap C, each token's advantage is weighted
     # by min(π_trainer / π_engine, C) and the clip ratio is taken against the trainer's own log-probs.
@@ -104,7 +107,7 @@ class PolicyObjective(torch.nn.Module):
         config = self.config
         head = self.model.get_output_embeddings().weight
         with _autocast(head.device):
-            hidden, targets, seq_ids = completion_hidden(self.model, batch)
+            hidden, targets, seq_ids = completion_hidden(self.model, batch, packed=config.sequence_packing)
         device = hidden.device
         advantages = torch.tensor([s.advantage for s in batch for _ in s.completion_ids], device=device)
         old = torch.tensor([lp for s in batch for lp in s.old_logprobs], device=device)
@@ -200,7 +203,10 @@ class Trainer:
     def step(self, samples: Sequence[Sample]) -> dict[str, float]:
         """One optimizer step on `samples`; returns the update's statistics."""
         trained = [s for s in samples if s.completion_ids]
-        return self.step_batches(micro_batches(trained, self.config.micro_batch_tokens), Totals.of(trained))
+        return self.step_batches(self.micro_batches(trained), Totals.of(trained))
+
+    def micro_batches(self, samples: Sequence[Sample]) -> list[list[Sample]]:
+        return micro_batches(samples, self.config.micro_batch_tokens, packed=self.config.sequence_packing)
 
     def step_batches(self, batches: Sequence[Sequence[Sample] | None], totals: Totals) -> dict[str, float]:
         """One optimizer step on micro-batches whose losses are normalised by `totals` (a trainer
@@ -219,7 +225,7 @@ class Trainer:
     def accumulate(self, samples: Sequence[Sample]) -> dict[str, float]:
         """Add the gradient of the step's loss on `samples` to the parameters' `.grad`."""
         trained = [s for s in samples if s.completion_ids]
-        return self.accumulate_batches(micro_batches(trained, self.config.micro_batch_tokens), Totals.of(trained))
+        return self.accumulate_batches(self.micro_batches(trained), Totals.of(trained))
 
     def accumulate_batches(self, batches: Sequence[Sequence[Sample] | None], totals: Totals) -> dict[str, float]:
         stats = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "ratio_max": 0.0, "kl": 0.0}
@@ -318,41 +324,58 @@ def _target_logprobs(
 
 
 def completion_hidden(
-    model: PreTrainedModel, batch: Sequence[Sample]
+    model: PreTrainedModel, batch: Sequence[Sample], *, packed: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The final hidden states at the positions that predict each completion token, flattened over
-    the batch, with those tokens and the index of each token's sequence."""
+    the batch, with those tokens and the index of each token's sequence. `packed` puts the batch's
+    sequences in one row with position ids that restart per sequence (transformers then masks
+    attention block-diagonally), instead of one padded row each."""
     device = next(model.parameters()).device
-    width = max(len(s.prompt_ids) + len(s.completion_ids) for s in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long, device=device)
-    attention = torch.zeros((len(batch), width), dtype=torch.long, device=device)
-    rows, positions = [], []
+    rows, positions, sequences = [], [], []
     for row, s in enumerate(batch):
-        sequence = list(s.prompt_ids) + list(s.completion_ids)
-        ids[row, : len(sequence)] = torch.tensor(sequence, device=device)
-        attention[row, : len(sequence)] = 1
-        # The hidden state at position i predicts token i + 1.
-        start = len(s.prompt_ids) - 1
+        sequences.append(list(s.prompt_ids) + list(s.completion_ids))
         rows += [row] * len(s.completion_ids)
-        positions += range(start, start + len(s.completion_ids))
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+    if packed:
+        ids = torch.tensor([[t for sequence in sequences for t in sequence]], device=device)
+        restart = torch.tensor([[p for sequence in sequences for p in range(len(sequence))]], device=device)
+        hidden = model.get_decoder()(input_ids=ids, position_ids=restart, use_cache=False).last_hidden_state[0]
+        offset = 0
+        for s, sequence in zip(batch, sequences, strict=True):
+            # The hidden state at position i predicts token i + 1.
+            start = offset + len(s.prompt_ids) - 1
+            positions += range(start, start + len(s.completion_ids))
+            offset += len(sequence)
+        selected = hidden[torch.tensor(positions, device=device)]
+    else:
+        width = max(len(sequence) for sequence in sequences)
+        ids = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        attention = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        for row, (s, sequence) in enumerate(zip(batch, sequences, strict=True)):
+            ids[row, : len(sequence)] = torch.tensor(sequence, device=device)
+            attention[row, : len(sequence)] = 1
+            start = len(s.prompt_ids) - 1
+            positions += range(start, start + len(s.completion_ids))
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+        selected = hidden[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]
     row_index = torch.tensor(rows, device=device)
-    selected = hidden[row_index, torch.tensor(positions, device=device)]
     targets = torch.tensor([t for s in batch for t in s.completion_ids], device=device)
     return selected, targets, row_index
 
 
-def micro_batches(samples: Sequence[Sample], token_budget: int) -> list[list[Sample]]:
-    """Consecutive groups whose padded size (sequences × longest) stays within the budget."""
+def micro_batches(samples: Sequence[Sample], token_budget: int, *, packed: bool = False) -> list[list[Sample]]:
+    """Consecutive groups that stay within the budget: in tokens when packed, in padded slots
+    (sequences × longest) when not; a sequence longer than the budget is a group of its own."""
     batches: list[list[Sample]] = []
     current: list[Sample] = []
-    longest = 0
+    used = longest = 0
     for s in samples:
         length = len(s.prompt_ids) + len(s.completion_ids)
-        if current and max(longest, length) * (len(current) + 1) > token_budget:
+        cost = used + length if packed else max(longest, length) * (len(current) + 1)
+        if current and cost > token_budget:
             batches.append(current)
-            current, longest = [], 0
+            current, used, longest = [], 0, 0
         current.append(s)
+        used += length
         longest = max(longest, length)
     if current:
         batches.append(current)

@@ -8,8 +8,9 @@ gloo on CPU), the model sharded with FSDP2.
 
 A step's sequences are split across ranks balanced by token count; every rank normalises its loss by
 the step's global totals (and scales it by the group's size, which FSDP's gradient average divides
-out), so the update is the one the single-process trainer makes on the same samples. Ranks run the same number of micro-batches (the
-short ones pad with a micro-batch that contributes nothing), so their collective calls line up. On
+out), so the update is the one the single-process trainer makes on the same samples. Ranks run the
+same number of micro-batches (the short ones pad with a micro-batch that contributes nothing), so
+their collective calls line up. On
 GPU, parameters are gathered in bf16 for compute while the master weights, gradients and reductions
 stay fp32. A worker that dies stops the run with a `TrainerGroupError` naming it and the last
 checkpoint: the others are killed rather than left waiting in a collective.
@@ -18,6 +19,7 @@ checkpoint: the others are killed rather than left waiting in a collective.
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,6 +87,9 @@ class TrainerWorker:
             timeout=COLLECTIVE_TIMEOUT,
         )
         device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+        if not on_gpu:
+            # Ray gives a one-CPU actor one thread; on a machine shared by the group, share its cores.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world))
         policy = policy_of(Path(checkpoint)) if checkpoint else load_policy(self.model_name, seed=self.seed)
         model = policy.model.to(device)
         mesh = init_device_mesh(device.type, (self.world,))
@@ -128,9 +133,9 @@ class TrainerWorker:
 class TrainerGroup:
     """The driver's handle on the trainer workers; see the module's docstring."""
 
-    def __init__(self, ray: Any, workers: list[Any], group: Any, micro_batch_tokens: int, hint: Callable[[], str]):
+    def __init__(self, ray: Any, workers: list[Any], group: Any, train: TrainConfig, hint: Callable[[], str]):
         self.ray, self.workers, self.group = ray, workers, group
-        self.micro_batch_tokens = micro_batch_tokens
+        self.train = train
         self.last_checkpoint = hint
         self.stopped = False
 
@@ -153,11 +158,11 @@ class TrainerGroup:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=group, placement_group_bundle_index=rank
                 ),
-                runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}},
+                runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
             ).remote(rank, size, config.model, config.seed, train)
             for rank in range(size)
         ]
-        trainers = cls(ray, workers, group, train.micro_batch_tokens, last_checkpoint)
+        trainers = cls(ray, workers, group, train, last_checkpoint)
         master, port = trainers._call("address", [()] * size)[0]
         trainers._call("setup", [(master, port, str(checkpoint) if checkpoint else None)] * size)
         return trainers
@@ -166,7 +171,8 @@ class TrainerGroup:
         """One optimizer step on `samples`, across the ranks; the update's statistics."""
         trained = [s for s in samples if s.completion_ids]
         totals = Totals.of(trained)
-        parts = [micro_batches(part, self.micro_batch_tokens) for part in split_by_tokens(trained, len(self.workers))]
+        budget, packed = self.train.micro_batch_tokens, self.train.sequence_packing
+        parts = [micro_batches(part, budget, packed=packed) for part in split_by_tokens(trained, len(self.workers))]
         most = max(len(batches) for batches in parts)
         padded = [[*batches, *[None] * (most - len(batches))] for batches in parts]
         results = self._call("step", [(batches, totals) for batches in padded])
