@@ -51,7 +51,9 @@ class SelfPlayConfig:
     kl_coef: float = 0.0  # > 0 adds a KL penalty against a frozen copy of the initial model
     loss_aggregation: Literal["token", "sequence"] = "token"
     micro_batch_tokens: int = 8192
-    sequence_packing: bool = True  # a micro-batch's sequences in one row, no padding
+    # A micro-batch's sequences in one row, no padding: saves memory where lengths vary; with SDPA the
+    # block-diagonal mask makes attention quadratic in the row (use it with flash-attn's varlen kernels).
+    sequence_packing: bool = False
     gradient_checkpointing: bool = True
     # Task buffers
     buffer_capacity: int = 16384

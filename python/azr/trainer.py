@@ -46,7 +46,9 @@ class TrainConfig:
     loss_backend: str = "auto"
     # Several sequences in one row, without padding (position ids restart per sequence, and the
     # attention mask is block-diagonal): the micro-batch budget then counts tokens, not padded slots.
-    sequence_packing: bool = True
+    # Cheaper only with varlen attention kernels (flash-attn); with SDPA's masked attention the work
+    # grows with the square of the packed row (measured in docs/benchmarks.md).
+    sequence_packing: bool = False
     # Truncated importance sampling (0: off). The engine samples from slightly different numbers than
     # the trainer computes (other kernels, precision); with a cap C, each token's advantage is weighted
     # by min(π_trainer / π_engine, C) and the clip ratio is taken against the trainer's own log-probs.
