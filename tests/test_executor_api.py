@@ -222,3 +222,19 @@ def test_legitimate_programs_are_not_refused(strict: Executor, batch: Executor, 
     for executor in (strict, batch):
         [outcome] = executor.run([Job(program, "5", runs=2)])
         assert (outcome.status, outcome.output) == ("ok", output), outcome
+
+
+def test_the_evaluation_policy_allows_what_benchmark_solutions_import(strict: Executor) -> None:
+    programs = [
+        "import sys\ndef f(a):\n    return sys.maxsize > a",
+        "import hashlib\ndef f(a):\n    return hashlib.md5(b'a').hexdigest()",
+        "import random\ndef f(a):\n    random.seed(a)\n    return random.randint(0, 9)",
+        "import os\ndef f(a):\n    return os.getcwd()",
+    ]
+    selfplay = strict.run([Job(p, "1") for p in programs])
+    evaluation = strict.run([Job(p, "1", policy="evaluation", runs=2) for p in programs])
+    assert [o.status for o in selfplay] == ["forbidden"] * 4
+    assert [o.status for o in evaluation] == ["ok", "ok", "ok", "forbidden"]
+    assert evaluation[1].output == "'0cc175b9c0f1b6a831c399e269772661'"
+    with pytest.raises(ValueError, match="Job.policy must be one of"):
+        Job(programs[0], "1", policy="anything")  # type: ignore[arg-type]

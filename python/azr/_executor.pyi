@@ -9,6 +9,7 @@ GUEST_SHA256: Final[str]
 WASMTIME_VERSION: Final[str]
 STATUSES: Final[tuple[str, ...]]
 MODES: Final[tuple[str, ...]]
+POLICIES: Final[tuple[str, ...]]
 MAX_RUNS: Final[int]
 MAX_WORKERS: Final[int]
 DEFAULT_WORKERS: Final[int]
@@ -34,8 +35,8 @@ class CancelledError(ExecutorError):
 class RemoteExecutorError(ExecutorError):
     """A batch could not be run on any executor service host."""
 
-# (program, input, imports, expected, runs)
-JobTuple = tuple[str, str, str, str | None, int]
+# (program, input, imports, expected, runs, policy)
+JobTuple = tuple[str, str, str, str | None, int, str]
 # (status, output, error, elapsed_s, matches)
 OutcomeTuple = tuple[str, str | None, str | None, float, bool | None]
 

@@ -19,7 +19,7 @@ from azr._executor import (
     InvalidJobError,
     RemoteExecutorError,
 )
-from azr.executor.jobs import MODES, STATUSES, Job, Mode, Outcome, Status
+from azr.executor.jobs import MODES, POLICIES, STATUSES, Job, Mode, Outcome, Policy, Status
 from azr.executor.local import ISOLATIONS, Executor, Isolation
 from azr.executor.progress import ProgressCallback
 from azr.executor.protocol import ExecutorProtocol
@@ -28,6 +28,7 @@ from azr.executor.remote import RemoteExecutor, local_service
 __all__ = [
     "ISOLATIONS",
     "MODES",
+    "POLICIES",
     "STATUSES",
     "CancelledError",
     "Executor",
@@ -40,6 +41,7 @@ __all__ = [
     "Job",
     "Mode",
     "Outcome",
+    "Policy",
     "ProgressCallback",
     "RemoteExecutor",
     "RemoteExecutorError",

@@ -18,7 +18,13 @@ Status = Literal[
 STATUSES: tuple[Status, ...] = _executor.STATUSES
 Mode = Literal["strict", "batch"]
 MODES: tuple[Mode, ...] = _executor.MODES
-if set(get_args(Status)) != set(STATUSES) or set(get_args(Mode)) != set(MODES):  # pragma: no cover
+Policy = Literal["selfplay", "evaluation"]
+POLICIES: tuple[Policy, ...] = _executor.POLICIES
+if (
+    set(get_args(Status)) != set(STATUSES)
+    or set(get_args(Mode)) != set(MODES)
+    or set(get_args(Policy)) != set(POLICIES)
+):  # pragma: no cover
     raise ImportError("azr._executor was built from other sources than azr.executor: rebuild it (make build)")
 
 
@@ -31,7 +37,8 @@ class Job:
     agree. With `expected`, the result is judged against that text and `Outcome.matches` says
     whether they are equal: as data when the result is built-in data (exact types, sets and dicts
     in any order), by repr text when it is not. Neither text is ever evaluated in the program's
-    namespace.
+    namespace. `policy="evaluation"` also lets the program import what benchmark solutions do
+    (`sys`, `random`, `hashlib`, `time`, `datetime`, `calendar`); the sandbox is the same.
     """
 
     program: str
@@ -39,6 +46,7 @@ class Job:
     runs: int = 1
     imports: str | Sequence[str] = ""
     expected: str | None = None
+    policy: Policy = "selfplay"
 
     def __post_init__(self) -> None:
         for name in ("program", "input"):
@@ -49,6 +57,8 @@ class Job:
             raise TypeError(f"Job.runs must be an int, not {type(self.runs).__name__}")
         if not 1 <= self.runs <= _executor.MAX_RUNS:
             raise ValueError(f"Job.runs must be between 1 and {_executor.MAX_RUNS}, got {self.runs}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"Job.policy must be one of {POLICIES}, got {self.policy!r}")
         if self.expected is not None and not isinstance(self.expected, str):
             raise TypeError(f"Job.expected must be a str or None, not {type(self.expected).__name__}")
         if not isinstance(self.imports, str):

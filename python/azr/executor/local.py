@@ -94,7 +94,9 @@ class Executor:
         jobs = checked_jobs(jobs)
         callback, close = progress_callback(progress, len(jobs))
         try:
-            raw = self._native.run([(j.program, j.input, j.imports, j.expected, j.runs) for j in jobs], callback)
+            raw = self._native.run(
+                [(j.program, j.input, j.imports, j.expected, j.runs, j.policy) for j in jobs], callback
+            )
         finally:
             close()
         return [

@@ -241,6 +241,8 @@ def _job_payload(job: Job) -> dict:
         payload["imports"] = job.imports
     if job.expected is not None:
         payload["expected"] = job.expected
+    if job.policy != "selfplay":
+        payload["policy"] = job.policy
     return payload
 
 

@@ -25,6 +25,40 @@ pub struct Job {
     /// How many fresh executions must agree (AZR's determinism check uses 2).
     #[serde(default = "one_run")]
     pub runs: u32,
+    /// What the program may import: AZR's self-play rules, or those of evaluation.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// The rules a program runs under. The sandbox is the same; only the import rules differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// AZR's: no clocks, randomness, `sys`, I/O modules (a solver must be able to reason about it).
+    #[default]
+    Selfplay,
+    /// Benchmark solutions': also `sys`, `random`, `hashlib`, `time`, `datetime`, `calendar`.
+    Evaluation,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Selfplay => "selfplay",
+            Policy::Evaluation => "evaluation",
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "selfplay" => Ok(Policy::Selfplay),
+            "evaluation" => Ok(Policy::Evaluation),
+            other => Err(format!("policy must be 'selfplay' or 'evaluation', got '{other}'")),
+        }
+    }
 }
 
 fn one_run() -> u32 {
@@ -48,7 +82,14 @@ fn lines_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D
 
 impl Job {
     pub fn new(program: impl Into<String>, input: impl Into<String>) -> Self {
-        Job { program: program.into(), input: input.into(), imports: String::new(), expected: None, runs: 1 }
+        Job {
+            program: program.into(),
+            input: input.into(),
+            imports: String::new(),
+            expected: None,
+            runs: 1,
+            policy: Policy::Selfplay,
+        }
     }
 
     pub fn with_runs(mut self, runs: u32) -> Self {

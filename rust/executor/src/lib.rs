@@ -33,6 +33,6 @@ mod work;
 pub mod worker;
 
 pub use error::{ExecutorError, Result};
-pub use job::{Job, Limits, Mode, Outcome, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
+pub use job::{Job, Limits, Mode, Outcome, Policy, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
 pub use pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, MAX_WORKERS};
 pub use runtime::{runtime, Runtime};

@@ -7,7 +7,7 @@
 use crate::cli;
 use crate::error;
 use crate::guest::{GUEST_SHA256, WASMTIME_VERSION};
-use crate::job::{Job, Limits, Mode, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
+use crate::job::{Job, Limits, Mode, Policy, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
 use crate::pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, MAX_WORKERS};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -44,8 +44,8 @@ pyo3::create_exception!(
 /// `InvalidJobError(ExecutorError, ValueError)`: made at import, since it has two bases.
 static INVALID_JOB: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// (program, input, imports, expected, runs)
-type JobTuple = (String, String, String, Option<String>, u32);
+/// (program, input, imports, expected, runs, policy)
+type JobTuple = (String, String, String, Option<String>, u32, String);
 /// (status, output, error, elapsed_s, matches)
 type OutcomeTuple = (&'static str, Option<String>, Option<String>, f64, Option<bool>);
 
@@ -102,8 +102,11 @@ impl NativeExecutor {
     fn run(&self, py: Python<'_>, jobs: Vec<JobTuple>, progress: Option<Py<PyAny>>) -> PyResult<Vec<OutcomeTuple>> {
         let jobs: Vec<Job> = jobs
             .into_iter()
-            .map(|(program, input, imports, expected, runs)| Job { program, input, imports, expected, runs })
-            .collect();
+            .map(|(program, input, imports, expected, runs, policy)| {
+                let policy = policy.parse().map_err(PyValueError::new_err)?;
+                Ok(Job { program, input, imports, expected, runs, policy })
+            })
+            .collect::<PyResult<_>>()?;
         let mut failure: Option<PyErr> = None;
         let mut reported = usize::MAX;
         let result = py.detach(|| {
@@ -177,6 +180,8 @@ fn _executor(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = INVALID_JOB.set(py, invalid.unbind());
     module.add("STATUSES", PyTuple::new(py, Status::ALL.iter().map(|status| status.as_str()))?)?;
     module.add("MODES", PyTuple::new(py, [Mode::Strict.as_str(), Mode::Batch.as_str()])?)?;
+    let policies = [Policy::Selfplay, Policy::Evaluation].map(|policy| policy.as_str());
+    module.add("POLICIES", PyTuple::new(py, policies)?)?;
     module.add("MIN_MEMORY_MB", MIN_MEMORY_MB)?;
     module.add("MAX_MEMORY_MB", MAX_MEMORY_MB)?;
     module.add("MAX_TEXT_BYTES", MAX_TEXT_BYTES)?;

@@ -4,7 +4,7 @@
 
 use crate::bindings::{self, Guest};
 use crate::clock::{ClockState, VirtualClock};
-use crate::job::{Job, Limits, Status};
+use crate::job::{Job, Limits, Policy, Status};
 use crate::runtime::{Runtime, Slot, EPOCH_TICK};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
@@ -146,6 +146,7 @@ impl<'r> Sandbox<'r> {
             output_limit: self.limits.max_output_bytes,
             salt: self.salt,
             reuse,
+            evaluation: job.policy == Policy::Evaluation,
         };
         match self.guest.call_run(&mut self.store, &request) {
             Ok(outcome) => {

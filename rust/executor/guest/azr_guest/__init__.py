@@ -45,11 +45,11 @@ _CHECKED = {}
 _CHECKED_LIMIT = 256
 
 
-def _check_program(source, reuse):
-    """Compile and check the program: the fast bytecode check, or the AST check when that cannot
-    tell. Returns (code, shared_risk). A rejection is not remembered: it costs no more the second
-    time than the first."""
-    key = (source, reuse)
+def _check_program(source, reuse, evaluation):
+    """Compile and check the program under the active policy: the fast bytecode check, or the AST
+    check when that cannot tell. Returns (code, shared_risk). A rejection is not remembered: it
+    costs no more the second time than the first."""
+    key = (source, reuse, evaluation)
     checked = _CHECKED.get(key)
     if checked is None:
         code = compile_checked(source, "exec", "program")
@@ -68,7 +68,7 @@ def _prepare(job):
     input is read as data before any of the program runs, so nothing it says reaches the program's
     names."""
     source = job.program if not job.imports else job.imports + "\n" + job.program
-    program, shared_risk = _check_program(source, job.reuse)
+    program, shared_risk = _check_program(source, job.reuse, job.evaluation)
     try:
         args, kwargs = data.arguments(job.input)
     except data.NotData as exc:
@@ -84,7 +84,7 @@ def _call_f(namespace, args, kwargs):
 
 
 def run_job(job):
-    isolation.reset_interpreter_state(job.salt, job.reuse)
+    isolation.reset_interpreter_state(job.salt, job.reuse, job.evaluation)
     try:
         program, args, kwargs, shared_risk = _prepare(job)
     except Rejection as rejection:

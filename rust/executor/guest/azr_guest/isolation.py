@@ -8,12 +8,20 @@ import random
 import sys
 import types
 
-from .policy import ALLOWED_MODULES, FORBIDDEN_ATTRS, FORBIDDEN_CALLS, TEXT_CODECS, forbidden_module
+from .policy import (
+    ACTIVE,
+    ALLOWED_MODULES,
+    EVALUATION_MODULES,
+    FORBIDDEN_ATTRS,
+    FORBIDDEN_CALLS,
+    TEXT_CODECS,
+    forbidden_module,
+)
 
 
 def _import_allowed():
     modules = {}
-    for name in ALLOWED_MODULES:
+    for name in (*ALLOWED_MODULES, *EVALUATION_MODULES):
         try:
             modules[name] = importlib.import_module(name)
         except ImportError:
@@ -178,8 +186,10 @@ class CappedSink:
         return False
 
 
-def reset_interpreter_state(salt, reuse):
-    """Undo what an earlier job could have changed in interpreter-wide state, and reseed."""
+def reset_interpreter_state(salt, reuse, evaluation=False):
+    """Undo what an earlier job could have changed in interpreter-wide state, reseed, and set the
+    job's policy (the evaluation policy allows the modules benchmark solutions import)."""
+    ACTIVE.evaluation = evaluation
     random.seed(salt)
     decimal.setcontext(decimal.Context())
     sys.setrecursionlimit(RECURSION_LIMIT)

@@ -232,6 +232,24 @@ SUSPICIOUS_NAMES = FORBIDDEN_NAMES | FORBIDDEN_ATTRS | FORBIDDEN_CALLS | MUTATIN
 FORBIDDEN_STRINGS = FORBIDDEN_NAMES | FORBIDDEN_ATTRS
 
 
+# Modules benchmark solutions and their tests import (MBPP's `sys.maxsize`, HumanEval's `random` and
+# `hashlib`), allowed when a job asks for the evaluation policy: the sandbox stays the boundary, and
+# clocks and randomness are still fixed per run.
+EVALUATION_MODULES = ("sys", "random", "hashlib", "time", "datetime", "calendar")
+
+
+class _Policy:
+    """The policy of the job being checked and run (set when the interpreter is reset for it)."""
+
+    evaluation = False
+
+
+ACTIVE = _Policy()
+
+
 def forbidden_module(name):
-    """Whether importing `name` is refused (`os.path`, `_thread`, ...)."""
-    return any(part in FORBIDDEN_MODULES or (part.startswith("_") and part != "__future__") for part in name.split("."))
+    """Whether importing `name` is refused (`os.path`, `_thread`, ...) under the active policy."""
+    parts = name.split(".")
+    if ACTIVE.evaluation and parts[0] in EVALUATION_MODULES:
+        parts = parts[1:]
+    return any(part in FORBIDDEN_MODULES or (part.startswith("_") and part != "__future__") for part in parts)
