@@ -236,5 +236,5 @@ def test_the_evaluation_policy_allows_what_benchmark_solutions_import(strict: Ex
     assert [o.status for o in selfplay] == ["forbidden"] * 4
     assert [o.status for o in evaluation] == ["ok", "ok", "ok", "forbidden"]
     assert evaluation[1].output == "'0cc175b9c0f1b6a831c399e269772661'"
-    with pytest.raises(ValueError, match="Job.policy must be one of"):
+    with pytest.raises(ValueError, match=r"Job\.policy must be one of"):
         Job(programs[0], "1", policy="anything")  # type: ignore[arg-type]
