@@ -238,3 +238,27 @@ def test_the_evaluation_policy_allows_what_benchmark_solutions_import(strict: Ex
     assert evaluation[1].output == "'0cc175b9c0f1b6a831c399e269772661'"
     with pytest.raises(ValueError, match=r"Job\.policy must be one of"):
         Job(programs[0], "1", policy="anything")  # type: ignore[arg-type]
+
+
+def test_evaluation_inputs_may_be_call_arguments_but_selfplay_inputs_must_be_data(strict: Executor) -> None:
+    program = "def helper():\n    return 4\ndef f(a, b=0):\n    return a + b"
+    inputs = ["*[1, 2]", "helper(), b=helper()", "(lambda: 3)()"]
+    evaluation = strict.run([Job(program, text, policy="evaluation") for text in inputs])
+    selfplay = strict.run([Job(program, text) for text in inputs])
+    assert [(o.status, o.output) for o in evaluation] == [("ok", "3"), ("ok", "8"), ("ok", "3")]
+    assert {o.status for o in selfplay} == {"forbidden"}
+    # The input is still checked like the program: it cannot import what the policy forbids.
+    [escape] = strict.run([Job(program, "__import__('os').getpid()", policy="evaluation")])
+    assert escape.status == "forbidden", escape
+
+
+def test_a_job_may_carry_its_own_time_limit(strict: Executor, batch: Executor) -> None:
+    endless = "def f(a):\n    while True:\n        a += 1"
+    for executor in (strict, batch):
+        short, default = executor.run([Job(endless, "1", timeout_s=0.2), Job("def f(a):\n    return a", "7")])
+        assert (short.status, short.error) == ("timeout", "exceeded the 0.200 s time limit")
+        assert short.elapsed_s < 2.0
+        assert (default.status, default.output) == ("ok", "7")
+    for bad in (0, -1, 3601, float("nan"), True):
+        with pytest.raises(ValueError, match=r"Job\.timeout_s must be"):
+            Job(endless, "1", timeout_s=bad)

@@ -46,3 +46,23 @@ def test_a_stop_string_ends_the_completion_and_its_logprobs() -> None:
     assert stopped.finish_reason == "stop" and stopped.text.endswith(stop)
     assert stopped.token_ids == free.token_ids[: len(stopped.token_ids)]
     assert len(stopped.logprobs) == len(stopped.token_ids) <= 3
+
+
+def test_temperature_zero_is_greedy_decoding() -> None:
+    policy = tiny_qwen2(seed=3)
+    engine = HFEngine(policy.model, policy.tokenizer, batch_size=2)
+    params = SamplingParams(max_new_tokens=6, temperature=0.0, stop=())
+    prompts = ["def f(a):", "x = 1"]
+    torch.manual_seed(0)
+    first = engine.generate(prompts, params)
+    torch.manual_seed(1)
+    second = engine.generate(prompts, params)
+    assert [c.token_ids for c in first] == [c.token_ids for c in second]
+    # Each token is the argmax of the model's next-token logits.
+    completion = first[0]
+    ids = torch.tensor([list(completion.prompt_ids) + list(completion.token_ids)])
+    with torch.no_grad():
+        logits = policy.model(ids).logits[0, len(completion.prompt_ids) - 1 : -1]
+    assert logits.argmax(-1).tolist() == list(completion.token_ids)
+    with pytest.raises(ValueError, match="or 0 for greedy"):
+        SamplingParams(max_new_tokens=4, temperature=-0.5)

@@ -35,8 +35,8 @@ class CancelledError(ExecutorError):
 class RemoteExecutorError(ExecutorError):
     """A batch could not be run on any executor service host."""
 
-# (program, input, imports, expected, runs, policy)
-JobTuple = tuple[str, str, str, str | None, int, str]
+# (program, input, imports, expected, runs, policy, timeout_s)
+JobTuple = tuple[str, str, str, str | None, int, str, float | None]
 # (status, output, error, elapsed_s, matches)
 OutcomeTuple = tuple[str, str | None, str | None, float, bool | None]
 

@@ -24,7 +24,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from azr.buffers import TaskBuffer
-from azr.models import Policy
+from azr.models import Policy, load_policy
 from azr.tasks import TaskType
 from azr.trainer import load_weights
 
@@ -116,6 +116,19 @@ def policy_of(checkpoint: Path, *, dtype: torch.dtype = torch.float32) -> Policy
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     load_weights(model, checkpoint / WEIGHTS)
     return Policy(model, tokenizer, str(checkpoint))
+
+
+def policy_for(spec: str) -> Policy:
+    """The model a user names: a run directory (its latest checkpoint), `RUN/STEP` (that step's), a
+    checkpoint directory, or anything `load_policy` takes (a model directory, a Hub id)."""
+    path = Path(spec)
+    if (path / "checkpoints").is_dir():
+        return policy_of(find(path))
+    if path.name.isdigit() and (path.parent / "checkpoints").is_dir():
+        return policy_of(find(path.parent, int(path.name)))
+    if (path / STATE).exists() and (path / MODEL).is_dir():
+        return policy_of(path)
+    return load_policy(spec)
 
 
 def export(run_dir: Path, step: int | None, to: Path) -> Path:

@@ -6,13 +6,22 @@ azr selfplay --out runs/x --resume --steps 20    # continue from the latest chec
 azr plot runs/x                                  # PNG curves from runs/x/metrics.jsonl
 azr export runs/x --step 20 --to models/x-20     # a checkpoint as a Hugging Face model directory
 azr selfplay --preset paper --set trainer_workers=4 --dry-run   # the memory plan, without starting
+azr eval --model runs/x --benchmarks all --out evals/x            # the paper's benchmarks, greedy
+azr eval --benchmarks humaneval --predictions answers.jsonl --out evals/y   # score given answers
+azr eval --compare evals/base evals/x                             # differences, as a table and a chart
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azr.eval.runner import EvalSettings
+    from azr.rollout import RolloutEngine
 
 DESCRIPTION = "Absolute Zero self-play: a model proposes Python reasoning tasks and learns to solve them."
 
@@ -89,6 +98,84 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from azr.eval import report
+
+    if args.compare:
+        table, chart = report.compare(
+            Path(args.compare[0]), Path(args.compare[1]), Path(args.out) if args.out else None
+        )
+        print(table, end="")
+        print(f"azr: chart in {chart}", file=sys.stderr)
+        return 0
+    if not args.out:
+        raise ValueError("--out DIR is required (where results.json, samples.jsonl, results.md and results.png go)")
+    if bool(args.model) == bool(args.predictions):
+        raise ValueError("give either --model (generate and judge) or --predictions FILE (judge given answers)")
+    from azr.eval.benchmarks import load, resolve
+    from azr.eval.judging import predictions
+    from azr.eval.runner import EvalSettings, eval_executor, evaluate, results, score_predictions
+
+    names = resolve(args.benchmarks)
+    data = Path(args.data) if args.data else None
+    items = [item for name in names for item in load(name, data, args.limit)]
+    settings = EvalSettings(args.samples, args.temperature, args.max_tokens)
+    executor = eval_executor(args.workers or None)
+    meta: dict[str, object] = {"benchmarks": ",".join(names), "limit": args.limit or "all"}
+    if args.predictions:
+        meta["model"] = f"predictions {Path(args.predictions).name}"
+        records = score_predictions(executor, items, predictions(args.predictions), progress=not args.quiet)
+    else:
+        records = evaluate(
+            _engine(args, settings),
+            executor,
+            items,
+            settings,
+            progress=_bar("generate", len(items) * settings.samples, args.quiet),
+            judging_progress=not args.quiet,
+        )
+        meta.update(model=args.model, samples=settings.samples, temperature=settings.temperature)
+    scores = results(records)
+    written = report.write(Path(args.out), scores, records, meta)
+    print(report.markdown({**scores, "meta": meta}), end="")
+    print(f"azr: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _engine(args: argparse.Namespace, settings: EvalSettings) -> RolloutEngine:
+    import torch
+
+    from azr.checkpoints import policy_for
+    from azr.config import SelfPlayConfig
+    from azr.selfplay import make_engine
+
+    policy = policy_for(args.model)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    policy.model.to(device)
+    config = SelfPlayConfig(
+        model=args.model,
+        rollout_engine=args.engine,
+        max_response_tokens=settings.max_new_tokens,
+        generation_batch_size=args.batch_size,
+    )
+    return make_engine(config, policy)
+
+
+def _bar(what: str, total: int, quiet: bool) -> Callable[[int, int], None] | None:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=what, unit="seq")
+
+    def update(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 def parser() -> argparse.ArgumentParser:
     from azr.config import PRESETS
 
@@ -130,6 +217,35 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--step", type=int, help="which step's checkpoint (default: the latest)")
     export.add_argument("--to", required=True, help="the directory to write")
     export.set_defaults(handler=_export)
+    evaluation = commands.add_parser(
+        "eval",
+        help="score a model (or given answers) on the paper's benchmarks, judged in the sandbox",
+        description="Generate answers with the rollout engine (greedy by default) and judge them: programs in the "
+        "WebAssembly sandbox under the evaluation policy, CRUXEval answers as data, math answers with math-verify. "
+        "Writes results.json, samples.jsonl, results.md and results.png to --out.",
+        epilog="benchmarks: cruxeval-o, cruxeval-i, humaneval, humaneval+, mbpp+, livecodebench, aime24, aime25, "
+        "amc23, math500, minerva, olympiadbench; groups: crux, code, math, all. Local files: --data DIR with "
+        "cruxeval.jsonl, HumanEval.jsonl, HumanEvalPlus.jsonl, mbppplus.jsonl, livecodebench.jsonl, aime24.jsonl, "
+        "aime25.jsonl, amc23.jsonl, math500.jsonl, minerva_math.jsonl, olympiadbench.jsonl.",
+    )
+    evaluation.add_argument("--model", help="a run directory, RUN/STEP, a checkpoint or model directory, or a Hub id")
+    evaluation.add_argument("--benchmarks", default="all", help="comma-separated names or groups (default: all)")
+    evaluation.add_argument("--out", help="output directory (with --compare: the chart's path)")
+    evaluation.add_argument("--limit", type=int, default=0, help="the first N items of each benchmark (default: all)")
+    evaluation.add_argument("--samples", type=int, default=1, help="samples per item; pass@k for k = samples")
+    evaluation.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    evaluation.add_argument("--max-tokens", type=int, default=4096, help="tokens per completion (default: 4096)")
+    evaluation.add_argument(
+        "--predictions", help='JSON lines {"benchmark", "id", "answer"} to judge instead of a model'
+    )
+    evaluation.add_argument("--data", help="a directory of local benchmark files (default: their usual sources)")
+    evaluation.add_argument("--compare", nargs=2, metavar=("DIR_A", "DIR_B"), help="print and plot B against A")
+    evaluation.add_argument("--engine", choices=("auto", "hf", "vllm"), default="auto", help="rollout engine")
+    evaluation.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0, ...")
+    evaluation.add_argument("--batch-size", type=int, default=16, help="prompts per HF generate batch")
+    evaluation.add_argument("--workers", type=int, default=0, help="executor workers (default: all cores)")
+    evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluation.set_defaults(handler=_eval)
     return main
 
 

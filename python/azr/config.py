@@ -86,6 +86,13 @@ class SelfPlayConfig:
     trainer_workers: int = 0
     ray_address: str = ""  # "": start a Ray for this run; "auto": join the running cluster; or a head's address
     gpu_memory_gb: float = 80.0  # per GPU, for the memory plan (`azr selfplay --dry-run`)
+    # Evaluation during the run (`azr eval`'s benchmarks, greedy, with the run's rollout engine): every
+    # N steps (0: never), on these benchmarks or groups, the first `eval_limit` items of each (0: all),
+    # from local files in `eval_data` ("": the sets' usual sources). Scores land as eval/<benchmark>.
+    eval_every: int = 0
+    eval_benchmarks: str = "crux"
+    eval_limit: int = 0
+    eval_data: str = ""
     # Run
     steps: int = 500
     checkpoint_every: int = 10
@@ -117,9 +124,19 @@ class SelfPlayConfig:
             "seed",
             "tis_cap",
             "trainer_workers",
+            "eval_every",
+            "eval_limit",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(
+                f"temperature must be positive (self-play samples; greedy is for evaluation), got {self.temperature}"
+            )
+        if self.eval_every:
+            from azr.eval.benchmarks import resolve
+
+            resolve(self.eval_benchmarks)
         if self.vllm_sleep_level not in (0, 1, 2):
             raise ValueError(f"vllm_sleep_level must be 0 (off), 1 or 2, got {self.vllm_sleep_level}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:

@@ -16,6 +16,7 @@ FAMILIES = {
     "buffers": "buffer/",
     "seconds": "seconds/",
     "training": "train/",
+    "evaluation": "eval/",
 }
 
 

@@ -20,6 +20,7 @@ ProgressCallback = Callable[[int, int], None]
 @dataclass(frozen=True)
 class SamplingParams:
     max_new_tokens: int
+    # 0 is greedy decoding (evaluation); log-probs are then those of softmax(logits).
     temperature: float = 1.0
     top_p: float = 1.0
     # Generation also ends at the end-of-sequence token.
@@ -28,8 +29,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be positive, or 0 for greedy decoding, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
@@ -130,10 +131,11 @@ class HFEngine:
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
-                do_sample=True,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=0,
+                **(
+                    {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+                    if params.temperature > 0
+                    else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+                ),
                 max_new_tokens=params.max_new_tokens,
                 stop_strings=list(params.stop) or None,
                 tokenizer=self.tokenizer,
@@ -146,7 +148,7 @@ class HFEngine:
             self.model.train(was_training)
         generated = output.sequences[:, width:]
         # Raw logits, so that log-probs are those of the policy at this temperature, before top-p.
-        logits = torch.stack(output.logits, dim=1).float() / params.temperature
+        logits = torch.stack(output.logits, dim=1).float() / (params.temperature or 1.0)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, generated.unsqueeze(-1)).squeeze(-1)
         completions = []
         for row, prompt in enumerate(prompts):

@@ -31,6 +31,11 @@ from tqdm import tqdm
 from azr import checkpoints, phases
 from azr.buffers import TaskBuffer
 from azr.config import SelfPlayConfig
+from azr.eval.benchmarks import load as load_benchmark
+from azr.eval.benchmarks import resolve
+from azr.eval.runner import EvalSettings, eval_executor
+from azr.eval.runner import evaluate as run_eval
+from azr.eval.runner import results as eval_results
 from azr.executor import Executor, ExecutorProtocol, RemoteExecutor
 from azr.metrics import RunLog, step_metrics
 from azr.models import Policy, load_policy
@@ -136,6 +141,19 @@ class SelfPlay:
             self.buffers[task].add([IDENTITY_TRIPLET, *seeds], -1, self.rng)
         self.buffers[TaskType.INDUCTION].add([IDENTITY_INDUCTION], -1, self.rng)
         self.log = RunLog(self.out)
+        # Loaded now, so that a missing benchmark file stops the run before its first step.
+        self.eval_items = (
+            [
+                item
+                for name in resolve(config.eval_benchmarks)
+                for item in load_benchmark(
+                    name, Path(config.eval_data) if config.eval_data else None, config.eval_limit or None
+                )
+            ]
+            if config.eval_every
+            else []
+        )
+        self._eval_executor: ExecutorProtocol | None = None
 
     def step(self) -> dict[str, float]:
         """One self-play step; returns its metrics (also written to the run directory)."""
@@ -164,11 +182,35 @@ class SelfPlay:
         for task, tasks in phases.new_tasks(proposals).items():
             self.buffers[task].add(tasks, self.step_index, self.rng)
 
+        evaluation = {}
+        if self.config.eval_every and self.step_index % self.config.eval_every == 0:
+            with timer(times.seconds, "eval"):
+                evaluation = self.evaluate()
+
         times.seconds["step"] = time.perf_counter() - started
         metrics = step_metrics(
             self.step_index, proposals, solutions, learnability, self.buffers, update, times.seconds, times.executor
         )
+        metrics.update(evaluation)
         self.log.write(metrics, proposals)
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """The current policy on the run's evaluation benchmarks, greedy: `eval/<benchmark>` scores
+        (and the Table-1 averages as `eval/<group>_avg`); every judged sample goes to
+        `eval/step-NNNNNN.jsonl` in the run directory."""
+        if self._eval_executor is None:
+            self._eval_executor = eval_executor(self.config.executor_workers or None)
+        settings = EvalSettings(max_new_tokens=self.config.max_response_tokens)
+        records = run_eval(self.engine, self._eval_executor, self.eval_items, settings, progress=self._bar("eval"))
+        (self.out / "eval").mkdir(exist_ok=True)
+        with (self.out / "eval" / f"step-{self.step_index:06d}.jsonl").open("w") as samples:
+            for record in records:
+                samples.write(json.dumps(record.to_json()) + "\n")
+        scores = eval_results(records)
+        averages = scores.pop("averages")
+        metrics = {f"eval/{name}": score["score"] for name, score in scores.items()}
+        metrics.update({f"eval/{name}_avg": average["score"] for name, average in averages.items()})
         return metrics
 
     def fits(self, prompt: str) -> bool:

@@ -39,6 +39,7 @@ class Job:
     in any order), by repr text when it is not. Neither text is ever evaluated in the program's
     namespace. `policy="evaluation"` also lets the program import what benchmark solutions do
     (`sys`, `random`, `hashlib`, `time`, `datetime`, `calendar`); the sandbox is the same.
+    `timeout_s` is this job's time limit instead of the executor's (a benchmark's per-test limit).
     """
 
     program: str
@@ -47,6 +48,7 @@ class Job:
     imports: str | Sequence[str] = ""
     expected: str | None = None
     policy: Policy = "selfplay"
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("program", "input"):
@@ -59,6 +61,12 @@ class Job:
             raise ValueError(f"Job.runs must be between 1 and {_executor.MAX_RUNS}, got {self.runs}")
         if self.policy not in POLICIES:
             raise ValueError(f"Job.policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.timeout_s is not None and not (
+            isinstance(self.timeout_s, (int, float))
+            and not isinstance(self.timeout_s, bool)
+            and 0 < self.timeout_s <= 3600
+        ):
+            raise ValueError(f"Job.timeout_s must be a number of seconds in (0, 3600], got {self.timeout_s!r}")
         if self.expected is not None and not isinstance(self.expected, str):
             raise TypeError(f"Job.expected must be a str or None, not {type(self.expected).__name__}")
         if not isinstance(self.imports, str):

@@ -95,7 +95,7 @@ class Executor:
         callback, close = progress_callback(progress, len(jobs))
         try:
             raw = self._native.run(
-                [(j.program, j.input, j.imports, j.expected, j.runs, j.policy) for j in jobs], callback
+                [(j.program, j.input, j.imports, j.expected, j.runs, j.policy, j.timeout_s) for j in jobs], callback
             )
         finally:
             close()

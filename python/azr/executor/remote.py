@@ -243,6 +243,8 @@ def _job_payload(job: Job) -> dict:
         payload["expected"] = job.expected
     if job.policy != "selfplay":
         payload["policy"] = job.policy
+    if job.timeout_s is not None:
+        payload["timeout_s"] = job.timeout_s
     return payload
 
 

@@ -57,8 +57,9 @@ enum Command {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Jobs, one JSON object per line: {"program": "def f(a): ...", "input": "'x', 2", "runs": 2,
-    /// "imports": "...", "expected": "...", "id": ...}; only program and input are required, an
-    /// "id" is copied to the outcome. `-` reads standard input.
+    /// "imports": "...", "expected": "...", "policy": "evaluation", "timeout_s": 2.5, "id": ...};
+    /// only program and input are required, an "id" is copied to the outcome. `-` reads standard
+    /// input.
     input: PathBuf,
     /// Where to write the outcomes (default: standard output).
     #[arg(short, long, value_name = "OUT.jsonl")]

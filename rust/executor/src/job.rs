@@ -10,8 +10,16 @@ pub const MAX_RUNS: u32 = 16;
 /// The largest program, input, imports or expected text accepted, in bytes.
 pub const MAX_TEXT_BYTES: usize = 4 << 20;
 
+fn check_timeout(seconds: f64) -> Result<(), String> {
+    if seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0 {
+        Ok(())
+    } else {
+        Err(format!("timeout_s must be a number of seconds in (0, 3600], got {seconds}"))
+    }
+}
+
 /// One program to run: `f(<input>)` after executing `imports` and `program`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub program: String,
     pub input: String,
@@ -28,6 +36,9 @@ pub struct Job {
     /// What the program may import: AZR's self-play rules, or those of evaluation.
     #[serde(default)]
     pub policy: Policy,
+    /// This job's time limit in seconds, instead of the executor's (a benchmark's per-test limit).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
 }
 
 /// The rules a program runs under. The sandbox is the same; only the import rules differ.
@@ -89,6 +100,7 @@ impl Job {
             expected: None,
             runs: 1,
             policy: Policy::Selfplay,
+            timeout_s: None,
         }
     }
 
@@ -106,6 +118,9 @@ impl Job {
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_RUNS).contains(&self.runs) {
             return Err(format!("runs must be between 1 and {MAX_RUNS}, got {}", self.runs));
+        }
+        if let Some(seconds) = self.timeout_s {
+            check_timeout(seconds)?;
         }
         let texts = [("program", Some(&self.program)), ("input", Some(&self.input)), ("imports", Some(&self.imports))];
         for (name, text) in texts.into_iter().chain([("expected", self.expected.as_ref())]) {
@@ -228,9 +243,7 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 
 impl Limits {
     pub fn new(timeout_s: f64, memory_mb: u64, max_output_bytes: u32) -> Result<Self, String> {
-        if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s <= 3600.0) {
-            return Err(format!("timeout_s must be a number of seconds in (0, 3600], got {timeout_s}"));
-        }
+        check_timeout(timeout_s)?;
         if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
             return Err(format!(
                 "memory_mb must be between {MIN_MEMORY_MB} (the interpreter's own snapshot needs ~20 MiB) \

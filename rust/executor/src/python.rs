@@ -44,8 +44,8 @@ pyo3::create_exception!(
 /// `InvalidJobError(ExecutorError, ValueError)`: made at import, since it has two bases.
 static INVALID_JOB: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// (program, input, imports, expected, runs, policy)
-type JobTuple = (String, String, String, Option<String>, u32, String);
+/// (program, input, imports, expected, runs, policy, timeout_s)
+type JobTuple = (String, String, String, Option<String>, u32, String, Option<f64>);
 /// (status, output, error, elapsed_s, matches)
 type OutcomeTuple = (&'static str, Option<String>, Option<String>, f64, Option<bool>);
 
@@ -102,9 +102,9 @@ impl NativeExecutor {
     fn run(&self, py: Python<'_>, jobs: Vec<JobTuple>, progress: Option<Py<PyAny>>) -> PyResult<Vec<OutcomeTuple>> {
         let jobs: Vec<Job> = jobs
             .into_iter()
-            .map(|(program, input, imports, expected, runs, policy)| {
+            .map(|(program, input, imports, expected, runs, policy, timeout_s)| {
                 let policy = policy.parse().map_err(PyValueError::new_err)?;
-                Ok(Job { program, input, imports, expected, runs, policy })
+                Ok(Job { program, input, imports, expected, runs, policy, timeout_s })
             })
             .collect::<PyResult<_>>()?;
         let mut failure: Option<PyErr> = None;

@@ -94,6 +94,8 @@ pub struct Sandbox<'r> {
     store: Store<HostState>,
     guest: Guest,
     limits: Limits,
+    /// The time limit of the call in progress: the job's own, or the executor's.
+    timeout: Duration,
     salt: u64,
     _slot: Slot<'r>,
 }
@@ -131,13 +133,14 @@ impl<'r> Sandbox<'r> {
             .pre()
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate the sandbox: {}", trap_message(&e)))?;
-        Ok(Sandbox { store, guest, limits, salt, _slot: slot })
+        Ok(Sandbox { store, guest, limits, timeout: limits.timeout, salt, _slot: slot })
     }
 
     /// Run one job. `reuse` says the sandbox may run more jobs afterwards, so the guest works out
     /// whether this one could have changed what they see.
     pub fn run(&mut self, job: &Job, reuse: bool) -> RunResult {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        self.timeout = job.timeout_s.map_or(self.limits.timeout, Duration::from_secs_f64);
+        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
         self.store.data_mut().memory.refused = false;
         let request = bindings::Job {
             program: job.program.clone(),
@@ -191,7 +194,8 @@ impl<'r> Sandbox<'r> {
     /// The canonical text of a value text (an expected value, an answer), read by the guest. `Err`
     /// when the text could not be read (it ran out of time or memory): the instance is then spent.
     pub fn canonical(&mut self, text: &str) -> Result<String, String> {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        self.timeout = self.limits.timeout;
+        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
         self.store.data_mut().memory.refused = false;
         match self.guest.call_canonical(&mut self.store, text) {
             Ok(Ok(canonical)) => Ok(canonical),
@@ -205,7 +209,7 @@ impl<'r> Sandbox<'r> {
         let limit_mb = self.limits.memory_bytes >> 20;
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
-                (Status::Timeout, format!("exceeded the {:.3} s time limit", self.limits.timeout.as_secs_f64()))
+                (Status::Timeout, format!("exceeded the {:.3} s time limit", self.timeout.as_secs_f64()))
             }
             _ if state.memory.refused => (Status::Memory, format!("exceeded the {limit_mb} MiB memory limit")),
             Some(Trap::StackOverflow) => {

@@ -18,7 +18,7 @@ from componentize_py_types import Err
 
 from . import data, isolation
 from .bytecode import Unsettled, fast_check
-from .checks import Rejection, check, compile_checked, parse
+from .checks import Rejection, check, compile_checked, parse, parse_call
 
 ERROR_TEXT_LIMIT = 1000
 
@@ -64,29 +64,38 @@ def _check_program(source, reuse, evaluation):
 
 
 def _prepare(job):
-    """Everything that can refuse a job before it runs: (program, args, kwargs, shared_risk). The
-    input is read as data before any of the program runs, so nothing it says reaches the program's
-    names."""
+    """Everything that can refuse a job before it runs: (program, arguments, shared_risk). The input
+    is read as data before any of the program runs, so nothing it says reaches the program's names;
+    `arguments` is then `(args, kwargs)`. Under the evaluation policy an input that is not data is
+    a benchmark's own (CRUXEval's use lambdas, calls, even the program's globals): it is then the
+    compiled call `f(<input>)`, evaluated in the program's namespace as the benchmark's harness does."""
     source = job.program if not job.imports else job.imports + "\n" + job.program
     program, shared_risk = _check_program(source, job.reuse, job.evaluation)
     try:
-        args, kwargs = data.arguments(job.input)
+        arguments = data.arguments(job.input)
     except data.NotData as exc:
-        raise data.input_rejection(exc) from None
-    return program, args, kwargs, shared_risk
+        if not job.evaluation:
+            raise data.input_rejection(exc) from None
+        tree = parse_call(job.input)
+        shared_risk = shared_risk or check(tree)
+        arguments = compile_checked(tree, "eval", "input")
+    return program, arguments, shared_risk
 
 
-def _call_f(namespace, args, kwargs):
+def _call_f(namespace, arguments):
+    if not isinstance(arguments, tuple):
+        return eval(arguments, namespace)
     function = namespace.get("f")
     if function is None:
         raise NameError("name 'f' is not defined")
+    args, kwargs = arguments
     return function(*args, **kwargs)
 
 
 def run_job(job):
     isolation.reset_interpreter_state(job.salt, job.reuse, job.evaluation)
     try:
-        program, args, kwargs, shared_risk = _prepare(job)
+        program, arguments, shared_risk = _prepare(job)
     except Rejection as rejection:
         return wit_world.Outcome(_STATUS[rejection.status], None, _clean(str(rejection)), None, False)
 
@@ -97,7 +106,7 @@ def run_job(job):
     spacers = isolation.heap_spacers(job.salt)
     try:
         exec(program, namespace)
-        result = _call_f(namespace, args, kwargs)
+        result = _call_f(namespace, arguments)
         output = _clean(repr(result))
         if len(output) > job.output_limit:
             status, output = wit_world.Status.OUTPUT_LIMIT, None

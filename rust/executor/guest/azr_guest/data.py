@@ -303,7 +303,7 @@ def arguments(text):
         if type(argument) is ast.Starred:
             raise NotData("no * unpacking in an input")
     try:
-        return [_evaluate(argument) for argument in call.args], _keywords(call.keywords)
+        return tuple([_evaluate(argument) for argument in call.args]), _keywords(call.keywords)
     except RecursionError:
         raise NotData("nested too deeply") from None
 

@@ -71,6 +71,16 @@ TEXT_CODECS = (
     "koi8-r",
     "raw-unicode-escape",
     "unicode-escape",
+    "shift_jis",
+    "cp932",
+    "euc_jp",
+    "iso2022_jp",
+    "gbk",
+    "gb2312",
+    "gb18030",
+    "big5",
+    "euc_kr",
+    "cp949",
 )
 
 # Modules a program may not import, by any dotted component: AZR's list, the sandbox's own, and
