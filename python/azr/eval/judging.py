@@ -63,25 +63,45 @@ def judge(
 ) -> list[Verdict]:
     """Verdicts on `answers[i]` for `items[i]`, with one executor call for all the programs
     (`progress` as `Executor.run` takes it), after one for the MBPP+ references not yet timed."""
-    verdicts: list[Verdict | None] = [None] * len(items)
-    jobs: list[Job] = []
-    owners: list[int] = []
+    plan = plan_judging(executor, items, answers)
+    outcomes = executor.run(plan.jobs, progress=progress) if plan.jobs else []
+    return plan.verdicts(outcomes)
+
+
+@dataclass
+class JudgingPlan:
+    """What judging a batch takes: the verdicts known without running anything, and one job per
+    remaining answer (`owners[j]` is the index of job j's item)."""
+
+    items: Sequence[Item]
+    known: dict[int, Verdict]
+    jobs: list[Job]
+    owners: list[int]
+
+    def verdicts(self, outcomes: Sequence[Outcome]) -> list[Verdict]:
+        """Every item's verdict, given the outcomes of `jobs` (from any executor)."""
+        verdicts = dict(self.known)
+        for index, outcome in zip(self.owners, outcomes, strict=True):
+            verdicts[index] = _verdict(self.items[index], outcome)
+        return [verdicts[index] for index in range(len(self.items))]
+
+
+def plan_judging(executor: ExecutorProtocol, items: Sequence[Item], answers: Sequence[str | None]) -> JudgingPlan:
+    """The jobs that judge `answers` (timing the MBPP+ references not yet timed, on `executor`)."""
+    plan = JudgingPlan(items, {}, [], [])
     references = mbpp_references(executor, [i for i, a in zip(items, answers, strict=True) if a is not None])
     for index, (item, answer) in enumerate(zip(items, answers, strict=True)):
         reference = references.get(_reference_key(item)) if item.benchmark == "mbpp+" else None
         if answer is None:
-            verdicts[index] = Verdict(False, "no answer in the completion")
+            plan.known[index] = Verdict(False, "no answer in the completion")
         elif BENCHMARKS[item.benchmark].kind == "math":
-            verdicts[index] = grade_math(item.reference, answer)
+            plan.known[index] = grade_math(item.reference, answer)
         elif isinstance(reference, str):
-            verdicts[index] = Verdict(False, reference)
+            plan.known[index] = Verdict(False, reference)
         else:
-            jobs.append(_job(item, answer, reference))
-            owners.append(index)
-    outcomes = executor.run(jobs, progress=progress) if jobs else []
-    for index, outcome in zip(owners, outcomes, strict=True):
-        verdicts[index] = _verdict(items[index], outcome)
-    return [v if v is not None else Verdict(False, "not judged") for v in verdicts]
+            plan.jobs.append(_job(item, answer, reference))
+            plan.owners.append(index)
+    return plan
 
 
 # Time limits. HumanEval's harness gives a program 3 s natively; CPython in WebAssembly runs 2-4x
@@ -93,39 +113,66 @@ MBPP_TIME_FACTOR = 4.0
 MBPP_ALLOWANCE_S = 2.0
 MBPP_REFERENCE_TIMEOUT_S = 120.0
 
-# Seconds the canonical solution of an MBPP+ task took on all its tests, or why it cannot run here;
-# keyed by task and solution text. Evaluation during self-play times each task once per run.
-_REFERENCE_SECONDS: dict[tuple[str, str], float | str] = {}
+# The largest text of canonical outputs a reference job hands back for the candidates' jobs to read
+# (larger ones are recomputed in each candidate's job).
+MBPP_OUTPUTS_TEXT_LIMIT = 256 << 10
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An MBPP+ task's canonical solution, run once: its seconds on all the tests, and its outputs
+    as data text when they are data and small (else None: each candidate's job recomputes them)."""
+
+    seconds: float
+    outputs: str | None
+
+
+# Keyed by task and solution text; evaluation during self-play runs each task's reference once.
+_REFERENCES: dict[tuple[str, str], Reference | str] = {}
 
 
 def _reference_key(item: Item) -> tuple[str, str]:
     return item.id, item.row["canonical_solution"]
 
 
-def mbpp_references(executor: ExecutorProtocol, items: Sequence[Item]) -> dict[tuple[str, str], float | str]:
-    """The canonical solution's seconds on each MBPP+ task among `items` (or why it cannot run
-    here), timing those not yet timed in this process."""
+def mbpp_references(executor: ExecutorProtocol, items: Sequence[Item]) -> dict[tuple[str, str], Reference | str]:
+    """The canonical solution's run on each MBPP+ task among `items` (or why it cannot run here),
+    running those not yet run in this process."""
     tasks = {_reference_key(item): item for item in items if item.benchmark == "mbpp+"}
-    todo = [item for key, item in tasks.items() if key not in _REFERENCE_SECONDS]
-    jobs = [_mbpp_job(item, "", "reference", MBPP_REFERENCE_TIMEOUT_S) for item in todo]
+    todo = [item for key, item in tasks.items() if key not in _REFERENCES]
+    jobs = [_mbpp_job(item, "", "reference", None, MBPP_REFERENCE_TIMEOUT_S) for item in todo]
     for item, outcome in zip(todo, executor.run(jobs, progress=False) if jobs else [], strict=True):
-        _REFERENCE_SECONDS[_reference_key(item)] = (
-            outcome.elapsed_s
+        _REFERENCES[_reference_key(item)] = (
+            Reference(outcome.elapsed_s, _data_text(ast.literal_eval(outcome.output or "")[2]))
             if outcome.status == "ok"
             else f"the canonical solution does not run here: {outcome.status}: {outcome.error}"
         )
-    return {key: _REFERENCE_SECONDS[key] for key in tasks}
+    return {key: _REFERENCES[key] for key in tasks}
 
 
-def _mbpp_job(item: Item, answer: str, compare: str, timeout_s: float) -> Job:
+def _data_text(text: str | None) -> str | None:
+    """`text` when it reads as a Python literal (so the guest reads it as data), else None."""
+    if text is None:
+        return None
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return text
+
+
+def _mbpp_job(item: Item, answer: str, compare: str, expected: str | None, timeout_s: float) -> Job:
     row = item.row
-    program = MBPP_HARNESS.format(reference=row["canonical_solution"], candidate=answer)
+    program = MBPP_HARNESS.format(
+        reference=row["canonical_solution"], candidate=answer, outputs_limit=MBPP_OUTPUTS_TEXT_LIMIT
+    )
     cases = ", ".join(_mbpp_inputs(row))
-    arguments = f"[{cases}], {row['entry_point']!r}, {float(row.get('atol') or 0)!r}, {compare!r}"
+    atol = float(row.get("atol") or 0)
+    arguments = f"[{cases}], {row['entry_point']!r}, {atol!r}, {compare!r}, {expected or 'None'}"
     return Job(program, arguments, policy="evaluation", timeout_s=timeout_s)
 
 
-def _job(item: Item, answer: str, reference_s: float | None) -> Job:
+def _job(item: Item, answer: str, reference: Reference | None) -> Job:
     kind = BENCHMARKS[item.benchmark].kind
     row = item.row
     if kind == "crux-output":
@@ -133,11 +180,10 @@ def _job(item: Item, answer: str, reference_s: float | None) -> Job:
     if kind == "crux-input":
         return Job(row["code"], answer, expected=row["output"], policy="evaluation")
     if item.benchmark == "mbpp+":
-        reference_s = MBPP_REFERENCE_TIMEOUT_S if reference_s is None else reference_s
-        compare = "set" if row["entry_point"] in MBPP_SET_TASKS else "exact"
-        compare = "not_none" if row["entry_point"] in MBPP_NOT_NONE_TASKS else compare
-        timeout = min(3600.0, MBPP_ALLOWANCE_S + (1 + MBPP_TIME_FACTOR) * reference_s)
-        return _mbpp_job(item, answer, compare, timeout)
+        reference = reference or Reference(MBPP_REFERENCE_TIMEOUT_S, None)
+        compare = MBPP_ORACLES.get(row["entry_point"], "exact")
+        timeout = min(3600.0, MBPP_ALLOWANCE_S + (1 + MBPP_TIME_FACTOR) * reference.seconds)
+        return _mbpp_job(item, answer, compare, reference.outputs, timeout)
     # HumanEval(+): the benchmark's check function, run on the candidate. The tests run in the
     # candidate's namespace, as the benchmark's harness runs them (they may use helpers the prompt
     # defines).
@@ -153,23 +199,33 @@ def _isolated(source: str) -> str:
     return f"_candidate = {{'__name__': '__candidate__'}}\nexec({source!r}, _candidate)"
 
 
-# evalplus's special oracles for MBPP+: tasks whose outputs compare as sets, and tasks whose outputs
-# only say whether there was a match (None or not).
-MBPP_SET_TASKS = frozenset(
-    ["similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
-     "intersection_array", "find_dissimilar", "Diff"]
-)  # fmt: skip
-MBPP_NOT_NONE_TASKS = frozenset(["check_str", "text_match_three", "text_starta_endb"])
+# evalplus's special oracles for MBPP+ (by entry point): outputs that compare as sets; outputs that
+# only say whether there was a match (None or not); a ground truth evalplus accepts anything against
+# (Mbpp/164) or also 0 (Mbpp/295); and two tasks whose statement allows a second reading, accepted
+# too (Mbpp/581: the height is the pyramid's, not the face's; Mbpp/558: shorter numbers padded with
+# leading zeros).
+MBPP_ORACLES = {
+    **dict.fromkeys(
+        ["similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
+         "intersection_array", "find_dissimilar", "Diff"],
+        "set",
+    ),
+    **dict.fromkeys(["check_str", "text_match_three", "text_starta_endb"], "not_none"),
+    "are_equivalent": "any",
+    "sum_div": "or_zero",
+    "surface_Area": "pyramid_height",
+    "digit_distance_nums": "padded_digits",
+}  # fmt: skip
 
 # One MBPP+ task in one job: the canonical solution and the candidate, each in a namespace of its
 # own, on a fresh copy of every test input; outputs compared as evalplus compares them (`==`, sets or
 # None-ness for the special tasks, floats within `atol` — 1e-6 when the task gives none — with
 # numpy's default relative tolerance). The job returns ("ok", tests) or where and why it failed.
-# With compare="reference" it only runs the canonical solution (to time it).
+# With compare="reference" it only runs the canonical solution (to time it), and returns its outputs'
+# text when small; given that text (`expected`), a candidate's job does not run the reference again.
 MBPP_HARNESS = """
 import copy as _copy
 _reference = {{"__name__": "__reference__"}}
-exec({reference!r}, _reference)
 _candidate = {{"__name__": "__candidate__"}}
 exec({candidate!r}, _candidate)
 
@@ -182,47 +238,70 @@ def _floats(value):
 
 def _close(got, want, atol):
     if isinstance(want, (list, tuple)):
-        return (
-            isinstance(got, (list, tuple))
-            and len(got) == len(want)
-            and all(_close(g, w, atol) for g, w in zip(got, want))
-        )
+        return len(got) == len(want) and all(_close(g, w, atol) for g, w in zip(got, want))
+    return abs(got - want) <= atol + 1e-7 * abs(want)
+
+
+def _second_reading(compare, arguments):
+    if compare == "pyramid_height":
+        edge, height = arguments
+        return round(edge**2 + 2 * edge * ((edge / 2) ** 2 + height**2) ** 0.5)
+    first, second = (str(number) for number in arguments)
+    width = max(len(first), len(second))
+    return sum(abs(int(a) - int(b)) for a, b in zip(first.zfill(width), second.zfill(width)))
+
+
+def _equal(got, want, atol, compare, arguments):
+    if compare == "set":
+        return set(got) == set(want)
+    if compare == "not_none":
+        matched = want is not None
+        return got == matched if isinstance(got, bool) else (got is not None) == matched
+    equal = got == want
+    if compare == "any":
+        return True
+    if compare == "or_zero":
+        equal = equal or got == 0
+    elif compare in ("pyramid_height", "padded_digits"):
+        second = _second_reading(compare, arguments)
+        equal = equal or (abs(got - second) <= atol if compare == "pyramid_height" else got == second)
+    atol = atol or (1e-6 if _floats(want) else 0)
+    if equal or atol == 0:
+        return bool(equal)
     try:
-        return abs(got - want) <= atol + 1e-7 * abs(want)
+        return type(got) is type(want) and _close(got, want, atol)
     except TypeError:
         return False
-
-
-def _equal(got, want, atol, compare):
-    if compare == "set":
-        equal = set(got) == set(want)
-    elif compare == "not_none":
-        equal = got == want if isinstance(got, bool) else (got is not None) == (want is not None)
-    else:
-        equal = got == want
-    atol = atol or (1e-6 if _floats(want) else 0)
-    return bool(equal) or (atol != 0 and _close(got, want, atol))
 
 
 def _why(error):
     return (type(error).__name__ + ": " + str(error))[:300]
 
 
-def f(cases, entry, atol, compare):
+def f(cases, entry, atol, compare, expected):
+    if expected is None:
+        exec({reference!r}, _reference)
     if compare == "reference":
+        texts, size = [], 0
         for arguments in cases:
-            _reference[entry](*_copy.deepcopy(arguments))
-        return ("ok", len(cases))
+            output = _reference[entry](*_copy.deepcopy(arguments))
+            if texts is not None:
+                texts.append(repr(output))
+                size += len(texts[-1]) + 2
+                if size > {outputs_limit}:
+                    texts = None
+            del output
+        return ("ok", len(cases), None if texts is None else "[" + ", ".join(texts) + "]")
     if entry not in _candidate:
         return ("missing", entry)
     for position, arguments in enumerate(cases):
         try:
-            want = _reference[entry](*_copy.deepcopy(arguments))
+            want = expected[position] if expected is not None else _reference[entry](*_copy.deepcopy(arguments))
         except Exception as error:
             return ("reference", position, _why(error))
         try:
             got = _candidate[entry](*_copy.deepcopy(arguments))
-            equal = _equal(got, want, atol, compare)
+            equal = _equal(got, want, atol, compare, arguments)
         except Exception as error:
             return ("error", position, _why(error))
         if not equal:
