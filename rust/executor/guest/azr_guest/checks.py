@@ -6,10 +6,10 @@ import ast
 
 from .policy import (
     FORBIDDEN_ATTRS,
-    FORBIDDEN_CALLS,
     FORBIDDEN_NAMES,
     FORBIDDEN_STRINGS,
     MUTATING_CALLS,
+    forbidden_call,
     forbidden_module,
 )
 
@@ -85,7 +85,7 @@ def check(tree):
     _follow_aliases(imported, aliases)
     bound |= imported
     for name in calls:
-        if name in FORBIDDEN_CALLS and name not in bound:
+        if forbidden_call(name) and name not in bound:
             raise Rejection("forbidden", f"call of '{name}'")
         if name in MUTATING_CALLS:
             shared_risk = True

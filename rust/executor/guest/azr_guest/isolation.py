@@ -156,13 +156,29 @@ def _safe_builtins():
     return table
 
 
+def _stdin_input(prompt=""):
+    if prompt:
+        sys.stdout.write(str(prompt))
+    # The job's `sys` (its view of the module, or its copy of that): where a harness put its stdin.
+    line = _modules.get(_VIEWS["sys"]).stdin.readline()
+    if not line:
+        raise EOFError("EOF when reading a line")
+    return line[:-1] if line.endswith("\n") else line
+
+
+def _exit(code=None):
+    raise SystemExit(code)
+
+
 _SAFE_BUILTINS = _safe_builtins()
+_EVALUATION_BUILTINS = {**_SAFE_BUILTINS, "input": _stdin_input, "exit": _exit, "quit": _exit}
 
 
-def job_namespace(reuse):
+def job_namespace(reuse, evaluation):
     """A fresh global namespace. When the instance runs more jobs it gets its own copy of the
     builtins, so that poisoning them cannot leak; a fresh instance shares the snapshot's."""
-    return {"__name__": "__azr__", "__builtins__": dict(_SAFE_BUILTINS) if reuse else _SAFE_BUILTINS}
+    table = _EVALUATION_BUILTINS if evaluation else _SAFE_BUILTINS
+    return {"__name__": "__azr__", "__builtins__": dict(table) if reuse else table}
 
 
 class CappedSink:

@@ -246,6 +246,9 @@ FORBIDDEN_STRINGS = FORBIDDEN_NAMES | FORBIDDEN_ATTRS
 # `hashlib`), allowed when a job asks for the evaluation policy: the sandbox stays the boundary, and
 # clocks and randomness are still fixed per run.
 EVALUATION_MODULES = ("sys", "random", "hashlib", "time", "datetime", "calendar")
+# Builtins stdin/stdout programs (LiveCodeBench) call, allowed under the evaluation policy: `input`
+# reads the job's `sys.stdin` (which a harness sets), `exit` and `quit` raise SystemExit.
+EVALUATION_CALLS = frozenset({"input", "exit", "quit"})
 
 
 class _Policy:
@@ -255,6 +258,11 @@ class _Policy:
 
 
 ACTIVE = _Policy()
+
+
+def forbidden_call(name):
+    """Whether calling the builtin `name` is refused under the active policy."""
+    return name in FORBIDDEN_CALLS and not (ACTIVE.evaluation and name in EVALUATION_CALLS)
 
 
 def forbidden_module(name):
