@@ -49,28 +49,35 @@ CODE_INSTRUCTION = (
 MATH_INSTRUCTION = "Solve the problem. Reason step by step, and put your final answer within \\boxed{} inside <answer>."
 
 
-def _crux_output(row: dict, index: int) -> Item:
-    question = "\n\n".join(
-        [
-            "## Task: work out the output of the program below for the given input.",
-            f"### Program\n```python\n{row['code']}\n```",
-            f"### Input\n```input\n{row['input']}\n```",
-            "### Answer format\nInside <answer>, give the value `f` returns, written as Python, in an ```output block.",
-        ]
-    )
-    return Item("cruxeval-o", row["id"], prompts.r1(question), row["output"], row)
+def _crux(name: str, task: str, shown: str, answer: str) -> Callable[[dict, int], Item]:
+    """CRUXEval-O (`shown="input"`: predict the output) or -I (`shown="output"`: find an input)."""
+
+    def make(row: dict, index: int) -> Item:
+        question = "\n\n".join(
+            [
+                f"## Task: {task}",
+                f"### Program\n```python\n{row['code']}\n```",
+                f"### {shown.capitalize()}\n```{shown}\n{row[shown]}\n```",
+                f"### Answer format\nInside <answer>, {answer}",
+            ]
+        )
+        return Item(name, row["id"], prompts.r1(question), row["output"], row)
+
+    return make
 
 
-def _crux_input(row: dict, index: int) -> Item:
-    question = "\n\n".join(
-        [
-            "## Task: find an input for which the program below returns the given output.",
-            f"### Program\n```python\n{row['code']}\n```",
-            f"### Output\n```output\n{row['output']}\n```",
-            "### Answer format\nInside <answer>, give the arguments of `f` as Python text in an ```input block.",
-        ]
-    )
-    return Item("cruxeval-i", row["id"], prompts.r1(question), row["output"], row)
+_crux_output = _crux(
+    "cruxeval-o",
+    "work out the output of the program below for the given input.",
+    "input",
+    "give the value `f` returns, written as Python, in an ```output block.",
+)
+_crux_input = _crux(
+    "cruxeval-i",
+    "find an input for which the program below returns the given output.",
+    "output",
+    "give the arguments of `f` as Python text in an ```input block.",
+)
 
 
 def _humaneval(name: str) -> Callable[[dict, int], Item]:
