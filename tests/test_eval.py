@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from azr.eval import livecodebench, report
 from azr.eval.benchmarks import load, resolve
 from azr.eval.judging import grade_math, judge, predictions
@@ -314,6 +315,14 @@ def test_selfplay_evaluates_every_n_steps(tmp_path: Path) -> None:
     from azr.plot import plot_run
 
     assert tmp_path / "plots" / "evaluation.png" in plot_run(tmp_path)
+    # `azr eval --model` takes the run, or one of its steps.
+    from azr.checkpoints import policy_for
+
+    for spec in (tmp_path, tmp_path / "1", tmp_path / "checkpoints" / "step-000001"):
+        loaded = policy_for(str(spec))
+        assert torch.equal(loaded.model.lm_head.weight, run.policy.model.lm_head.weight)
+    with pytest.raises(FileNotFoundError, match="no checkpoint of step 7"):
+        policy_for(str(tmp_path / "7"))
     with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
         dataclasses.replace(config, eval_benchmarks="nope")
 
