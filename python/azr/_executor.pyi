@@ -35,10 +35,10 @@ class CancelledError(ExecutorError):
 class RemoteExecutorError(ExecutorError):
     """A batch could not be run on any executor service host."""
 
-# (program, input, imports, expected, runs, policy, timeout_s)
-JobTuple = tuple[str, str, str, str | None, int, str, float | None]
-# (status, output, error, elapsed_s, matches)
-OutcomeTuple = tuple[str, str | None, str | None, float, bool | None]
+# (program, input, imports, expected, runs, policy, timeout_s, script)
+JobTuple = tuple[str, str, str, str | None, int, str, float | None, bool]
+# (status, output, error, elapsed_s, matches, exit_code, stderr)
+OutcomeTuple = tuple[str, str | None, str | None, float, bool | None, int | None, str | None]
 
 class NativeExecutor:
     def __init__(

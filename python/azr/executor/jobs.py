@@ -40,6 +40,12 @@ class Job:
     namespace. `policy="evaluation"` also lets the program import what benchmark solutions do
     (`sys`, `random`, `hashlib`, `time`, `datetime`, `calendar`); the sandbox is the same.
     `timeout_s` is this job's time limit instead of the executor's (a benchmark's per-test limit).
+
+    `script=True` runs `program` as a whole program (`__main__`) with `input` as its standard input,
+    as a process would run: no `f`, no policy layer (the WebAssembly sandbox is the boundary: no
+    files, network, environment or real clock), always in a fresh instance. `Outcome.output` is then
+    its standard output, with `stderr` and `exit_code` (0; 1 for an uncaught exception, whose
+    traceback is on stderr; `sys.exit(n)`'s n); status `ok` means it finished.
     """
 
     program: str
@@ -49,6 +55,7 @@ class Job:
     expected: str | None = None
     policy: Policy = "selfplay"
     timeout_s: float | None = None
+    script: bool = False
 
     def __post_init__(self) -> None:
         for name in ("program", "input"):
@@ -67,6 +74,8 @@ class Job:
             and 0 < self.timeout_s <= 3600
         ):
             raise ValueError(f"Job.timeout_s must be a number of seconds in (0, 3600], got {self.timeout_s!r}")
+        if self.script and self.expected is not None:
+            raise ValueError("a script job takes no expected value (compare its stdout yourself)")
         if self.expected is not None and not isinstance(self.expected, str):
             raise TypeError(f"Job.expected must be a str or None, not {type(self.expected).__name__}")
         if not isinstance(self.imports, str):
@@ -89,6 +98,9 @@ class Outcome:
     error: str | None
     elapsed_s: float
     matches: bool | None = None
+    # Script mode: the exit code of a script that finished, and its standard error.
+    exit_code: int | None = None
+    stderr: str | None = None
 
     @property
     def ok(self) -> bool:

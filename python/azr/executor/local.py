@@ -95,14 +95,12 @@ class Executor:
         callback, close = progress_callback(progress, len(jobs))
         try:
             raw = self._native.run(
-                [(j.program, j.input, j.imports, j.expected, j.runs, j.policy, j.timeout_s) for j in jobs], callback
+                [(j.program, j.input, j.imports, j.expected, j.runs, j.policy, j.timeout_s, j.script) for j in jobs],
+                callback,
             )
         finally:
             close()
-        return [
-            Outcome(status=status, output=output, error=error, elapsed_s=elapsed, matches=matches)
-            for status, output, error, elapsed, matches in raw
-        ]
+        return [Outcome(*fields) for fields in raw]
 
     def equal(self, a: str, b: str) -> bool:
         """Value equality of two texts, as the judge compares an answer with a result: data by

@@ -245,6 +245,8 @@ def _job_payload(job: Job) -> dict:
         payload["policy"] = job.policy
     if job.timeout_s is not None:
         payload["timeout_s"] = job.timeout_s
+    if job.script:
+        payload["script"] = True
     return payload
 
 
@@ -258,6 +260,8 @@ def _outcome(raw: dict) -> Outcome:
         error=raw.get("error"),
         elapsed_s=float(raw["elapsed_s"]),
         matches=raw.get("matches"),
+        exit_code=raw.get("exit_code"),
+        stderr=raw.get("stderr"),
     )
 
 

@@ -39,6 +39,11 @@ pub struct Job {
     /// This job's time limit in seconds, instead of the executor's (a benchmark's per-test limit).
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// Script mode: `program` runs as `__main__` with `input` as its standard input, without the
+    /// policy layer (the sandbox is the boundary), always in a fresh instance; the outcome's `output`
+    /// is its standard output, with `stderr` and `exit_code`.
+    #[serde(default)]
+    pub script: bool,
 }
 
 /// The rules a program runs under. The sandbox is the same; only the import rules differ.
@@ -101,6 +106,7 @@ impl Job {
             runs: 1,
             policy: Policy::Selfplay,
             timeout_s: None,
+            script: false,
         }
     }
 
@@ -121,6 +127,9 @@ impl Job {
         }
         if let Some(seconds) = self.timeout_s {
             check_timeout(seconds)?;
+        }
+        if self.script && self.expected.is_some() {
+            return Err("a script job takes no expected value (compare its stdout yourself)".into());
         }
         let texts = [("program", Some(&self.program)), ("input", Some(&self.input)), ("imports", Some(&self.imports))];
         for (name, text) in texts.into_iter().chain([("expected", self.expected.as_ref())]) {
@@ -185,7 +194,8 @@ impl fmt::Display for Status {
     }
 }
 
-/// What running a job produced. `output` is `repr(f(<input>))` when the status is `ok`.
+/// What running a job produced. `output` is `repr(f(<input>))` when the status is `ok` (a script's
+/// standard output in script mode).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub status: Status,
@@ -197,6 +207,11 @@ pub struct Outcome {
     pub matches: Option<bool>,
     /// Seconds spent executing the job, all its runs together.
     pub elapsed_s: f64,
+    /// Script mode: the exit code of a script that finished, and its standard error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
 }
 
 /// How a job is isolated from the jobs run before it.

@@ -44,10 +44,10 @@ pyo3::create_exception!(
 /// `InvalidJobError(ExecutorError, ValueError)`: made at import, since it has two bases.
 static INVALID_JOB: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// (program, input, imports, expected, runs, policy, timeout_s)
-type JobTuple = (String, String, String, Option<String>, u32, String, Option<f64>);
-/// (status, output, error, elapsed_s, matches)
-type OutcomeTuple = (&'static str, Option<String>, Option<String>, f64, Option<bool>);
+/// (program, input, imports, expected, runs, policy, timeout_s, script)
+type JobTuple = (String, String, String, Option<String>, u32, String, Option<f64>, bool);
+/// (status, output, error, elapsed_s, matches, exit_code, stderr)
+type OutcomeTuple = (&'static str, Option<String>, Option<String>, f64, Option<bool>, Option<i32>, Option<String>);
 
 fn to_py(error: error::ExecutorError) -> PyErr {
     let message = error.to_string();
@@ -102,9 +102,9 @@ impl NativeExecutor {
     fn run(&self, py: Python<'_>, jobs: Vec<JobTuple>, progress: Option<Py<PyAny>>) -> PyResult<Vec<OutcomeTuple>> {
         let jobs: Vec<Job> = jobs
             .into_iter()
-            .map(|(program, input, imports, expected, runs, policy, timeout_s)| {
+            .map(|(program, input, imports, expected, runs, policy, timeout_s, script)| {
                 let policy = policy.parse().map_err(PyValueError::new_err)?;
-                Ok(Job { program, input, imports, expected, runs, policy, timeout_s })
+                Ok(Job { program, input, imports, expected, runs, policy, timeout_s, script })
             })
             .collect::<PyResult<_>>()?;
         let mut failure: Option<PyErr> = None;
@@ -133,7 +133,7 @@ impl NativeExecutor {
         let outcomes = result.map_err(to_py)?;
         Ok(outcomes
             .into_iter()
-            .map(|outcome| (outcome.status.as_str(), outcome.output, outcome.error, outcome.elapsed_s, outcome.matches))
+            .map(|o| (o.status.as_str(), o.output, o.error, o.elapsed_s, o.matches, o.exit_code, o.stderr))
             .collect())
     }
 

@@ -88,6 +88,9 @@ pub struct RunResult {
     /// Whether the sandbox may run another job: not after a trap, nor after a job that may have
     /// changed state the next job would see.
     pub reusable: bool,
+    /// Script mode: the exit code and standard error.
+    pub exit_code: Option<i32>,
+    pub stderr: Option<String>,
 }
 
 pub struct Sandbox<'r> {
@@ -98,6 +101,21 @@ pub struct Sandbox<'r> {
     timeout: Duration,
     salt: u64,
     _slot: Slot<'r>,
+}
+
+impl RunResult {
+    /// A run that produced nothing but a reason, after which the sandbox is spent.
+    pub fn failed(status: Status, error: String) -> Self {
+        RunResult {
+            status,
+            output: None,
+            error: Some(error),
+            value: None,
+            reusable: false,
+            exit_code: None,
+            stderr: None,
+        }
+    }
 }
 
 impl<'r> Sandbox<'r> {
@@ -150,6 +168,7 @@ impl<'r> Sandbox<'r> {
             salt: self.salt,
             reuse,
             evaluation: job.policy == Policy::Evaluation,
+            script: job.script,
         };
         match self.guest.call_run(&mut self.store, &request) {
             Ok(outcome) => {
@@ -168,25 +187,28 @@ impl<'r> Sandbox<'r> {
                     let what = outcome.error.as_deref().unwrap_or("MemoryError").trim_end_matches(": ");
                     let error =
                         format!("{what} (the sandbox's memory limit is {} MiB)", self.limits.memory_bytes >> 20);
-                    return RunResult {
-                        status: Status::Memory,
-                        output: None,
-                        error: Some(error),
-                        value: None,
-                        reusable: false,
-                    };
+                    return RunResult::failed(Status::Memory, error);
+                }
+                let limit = self.limits.max_output_bytes as usize;
+                // The guest caps a script's streams in characters; its bytes are checked here too,
+                // since a script can reach the guest's own objects.
+                let too_long = |text: &Option<String>| text.as_ref().is_some_and(|t| t.len() > 4 * limit);
+                if job.script && (too_long(&outcome.output) || too_long(&outcome.stderr)) {
+                    return RunResult::failed(Status::OutputLimit, format!("printed more than {limit} characters"));
                 }
                 RunResult {
                     status,
                     output: outcome.output,
                     error: outcome.error,
                     value: outcome.value,
-                    reusable: !outcome.dirty && status != Status::Internal,
+                    reusable: !outcome.dirty && status != Status::Internal && !job.script,
+                    exit_code: outcome.exit_code,
+                    stderr: outcome.stderr,
                 }
             }
             Err(error) => {
                 let (status, error) = self.classify(&error);
-                RunResult { status, output: None, error: Some(error), value: None, reusable: false }
+                RunResult::failed(status, error)
             }
         }
     }
@@ -207,6 +229,11 @@ impl<'r> Sandbox<'r> {
     fn classify(&self, error: &wasmtime::Error) -> (Status, String) {
         let state = self.store.data();
         let limit_mb = self.limits.memory_bytes >> 20;
+        if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            let message =
+                format!("the program ended the interpreter itself (exit code {}); its output is lost", exit.0);
+            return (Status::Error, message);
+        }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
                 (Status::Timeout, format!("exceeded the {:.3} s time limit", self.timeout.as_secs_f64()))

@@ -125,7 +125,13 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
                 continue;
             }
             let started = Instant::now();
-            let run = match sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, salt), Ok) {
+            // A script runs in a fresh instance of its own; the warm one waits for the next job.
+            let instance = if job.script {
+                Sandbox::new(runtime, limits, salt)
+            } else {
+                sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, salt), Ok)
+            };
+            let run = match instance {
                 Ok(mut fresh_or_warm) => {
                     let run = fresh_or_warm.run(job, true);
                     if run.reusable {
@@ -182,7 +188,8 @@ fn verdict(runs: &[RunResult], expected: Option<&Expected>, elapsed_s: f64) -> O
         return failed(Status::Internal, broken.error.clone().unwrap_or_default(), elapsed_s);
     }
     for (index, other) in runs.iter().enumerate().skip(1) {
-        if (other.status, &other.output, &other.value) != (first.status, &first.output, &first.value) {
+        let observed = |run: &RunResult| (run.status, run.output.clone(), run.value.clone(), run.exit_code);
+        if observed(other) != observed(first) {
             let error = format!("run 1 gave {} but run {} gave {}", describe(first), index + 1, describe(other));
             return failed(Status::Nondeterministic, error, elapsed_s);
         }
@@ -193,7 +200,15 @@ fn verdict(runs: &[RunResult], expected: Option<&Expected>, elapsed_s: f64) -> O
         }
         _ => None,
     };
-    Outcome { status: first.status, output: first.output.clone(), error: first.error.clone(), matches, elapsed_s }
+    Outcome {
+        status: first.status,
+        output: first.output.clone(),
+        error: first.error.clone(),
+        matches,
+        elapsed_s,
+        exit_code: first.exit_code,
+        stderr: first.stderr.clone(),
+    }
 }
 
 fn describe(run: &RunResult) -> String {
@@ -214,12 +229,12 @@ fn floor_char_boundary(text: &str, index: usize) -> usize {
 
 /// A run that never happened because no sandbox could be made: the machinery's failure.
 fn unrunnable(reason: String) -> RunResult {
-    RunResult { status: Status::Internal, output: None, error: Some(reason), value: None, reusable: false }
+    RunResult::failed(Status::Internal, reason)
 }
 
 /// An outcome that says why a job produced no result.
 pub fn failed(status: Status, error: String, elapsed_s: f64) -> Outcome {
-    Outcome { status, output: None, error: Some(error), matches: None, elapsed_s }
+    Outcome { status, output: None, error: Some(error), matches: None, elapsed_s, exit_code: None, stderr: None }
 }
 
 #[cfg(test)]
@@ -233,6 +248,8 @@ mod tests {
             error: None,
             value: output.map(|text| format!("data:i{text}")),
             reusable: true,
+            exit_code: None,
+            stderr: None,
         }
     }
 

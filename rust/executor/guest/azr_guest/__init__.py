@@ -16,7 +16,7 @@ import warnings
 import wit_world
 from componentize_py_types import Err
 
-from . import data, isolation
+from . import data, isolation, script
 from .bytecode import Unsettled, fast_check
 from .checks import Rejection, check, compile_checked, parse, parse_call
 
@@ -97,7 +97,7 @@ def run_job(job):
     try:
         program, arguments, shared_risk = _prepare(job)
     except Rejection as rejection:
-        return wit_world.Outcome(_STATUS[rejection.status], None, _clean(str(rejection)), None, False)
+        return wit_world.Outcome(_STATUS[rejection.status], None, _clean(str(rejection)), None, False, None, None)
 
     namespace = isolation.job_namespace(job.reuse, job.evaluation)
     saved = sys.stdout, sys.stderr
@@ -129,7 +129,16 @@ def run_job(job):
         value = None
     namespace.clear()
     del spacers
-    return wit_world.Outcome(status, output, error, value, shared_risk)
+    return wit_world.Outcome(status, output, error, value, shared_risk, None, None)
+
+
+def run_script_job(job):
+    finished, exit_code, stdout, stderr, problem = script.run_script(job)
+    if finished:
+        return wit_world.Outcome(wit_world.Status.OK, _clean(stdout), None, None, True, exit_code, _clean(stderr))
+    status = wit_world.Status.MEMORY if problem == "memory" else wit_world.Status.OUTPUT_LIMIT
+    error = "MemoryError" if problem == "memory" else f"printed more than {job.output_limit} characters"
+    return wit_world.Outcome(status, _clean(stdout), error, None, True, None, _clean(stderr))
 
 
 class Unjudgeable(Exception):
@@ -148,9 +157,10 @@ def _judged(result, output):
 class WitWorld(wit_world.WitWorld):
     def run(self, job):
         try:
-            return run_job(job)
+            return run_script_job(job) if job.script else run_job(job)
         except BaseException as exc:
-            return wit_world.Outcome(wit_world.Status.INTERNAL, None, f"harness: {_describe(exc)}", None, True)
+            error = f"harness: {_describe(exc)}"
+            return wit_world.Outcome(wit_world.Status.INTERNAL, None, error, None, True, None, None)
 
     def canonical(self, text):
         try:
