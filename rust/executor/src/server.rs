@@ -2,7 +2,8 @@
 //!
 //! `POST /v1/run` and `POST /v1/equal` take JSON or msgpack bodies and answer in the same format;
 //! `GET /v1/info`, `/healthz`, `/readyz` and `/metrics` (Prometheus) describe the service. The wire
-//! format is documented in `docs/executor-protocol.md`.
+//! format is documented in `docs/executor-protocol.md`. `POST /run_code` answers SandboxFusion's
+//! API for Python (script mode), so its clients can switch by changing their endpoint.
 //!
 //! Back-pressure: the service admits at most `max_queue` jobs at once (queued or running); a request
 //! that would exceed that is refused with `429` and `Retry-After`, never queued without bound.
@@ -181,6 +182,15 @@ impl AppState {
         }
     }
 
+    fn authorize_token(&self, given: &str) -> Result<(), ApiError> {
+        match &self.config.token {
+            Some(token) if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+                Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the token in the path is wrong"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn admit(&self, jobs: usize) -> Result<Admission<'_>, ApiError> {
         let limit = self.config.max_queue;
         self.admitted
@@ -198,8 +208,17 @@ impl AppState {
     }
 
     async fn read(&self, request: Request) -> Result<(Format, Bytes), ApiError> {
-        self.authorize(request.headers())?;
         let format = Format::of(request.headers())?;
+        self.read_as(request, format).await
+    }
+
+    /// The body of a request in `format`, once the request is authorized: by its bearer token, or
+    /// by the token in its path (`/t/<token>/...`).
+    async fn read_as(&self, request: Request, format: Format) -> Result<(Format, Bytes), ApiError> {
+        match request.uri().path().strip_prefix("/t/").and_then(|rest| rest.split('/').next()) {
+            Some(token) => self.authorize_token(token)?,
+            None => self.authorize(request.headers())?,
+        }
         let limit = self.config.max_body_bytes;
         let body = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
             ApiError::new(
@@ -272,6 +291,122 @@ async fn equal(State(state): State<Arc<AppState>>, request: Request) -> Result<R
     Ok(format.encode(&EqualResponse { equal }))
 }
 
+/// SandboxFusion's `POST /run_code` request (its `RunCodeRequest`), for `language: "python"`.
+#[derive(Deserialize)]
+struct RunCodeRequest {
+    code: String,
+    language: String,
+    #[serde(default)]
+    stdin: Option<String>,
+    #[serde(default = "sandbox_fusion_timeout")]
+    run_timeout: f64,
+    #[serde(default)]
+    files: std::collections::HashMap<String, Option<String>>,
+    #[serde(default)]
+    fetch_files: Vec<String>,
+}
+
+fn sandbox_fusion_timeout() -> f64 {
+    10.0
+}
+
+/// SandboxFusion's `CommandRunResult`.
+#[derive(Serialize)]
+struct CommandRunResult {
+    status: &'static str,
+    execution_time: f64,
+    return_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// SandboxFusion's `RunCodeResponse`.
+#[derive(Serialize)]
+struct RunCodeResponse {
+    status: &'static str,
+    message: String,
+    compile_result: Option<CommandRunResult>,
+    run_result: Option<CommandRunResult>,
+    executor_pod_name: Option<String>,
+    files: std::collections::HashMap<String, String>,
+}
+
+impl RunCodeResponse {
+    fn sandbox_error(message: impl Into<String>) -> Self {
+        RunCodeResponse {
+            status: "SandboxError",
+            message: message.into(),
+            compile_result: None,
+            run_result: None,
+            executor_pod_name: None,
+            files: Default::default(),
+        }
+    }
+
+    fn of(outcome: Outcome) -> Self {
+        use crate::job::Status;
+        let (run_status, return_code, stderr) = match outcome.status {
+            Status::Ok => ("Finished", outcome.exit_code, outcome.stderr.unwrap_or_default()),
+            Status::Timeout => ("TimeLimitExceeded", None, outcome.stderr.unwrap_or_default()),
+            Status::Internal => return Self::sandbox_error(outcome.error.unwrap_or_default()),
+            _ => {
+                let why = format!("{}: {}", outcome.status, outcome.error.unwrap_or_default());
+                ("Error", Some(1), format!("{}{why}\n", outcome.stderr.unwrap_or_default()))
+            }
+        };
+        let success = run_status == "Finished" && return_code == Some(0);
+        RunCodeResponse {
+            status: if success { "Success" } else { "Failed" },
+            message: String::new(),
+            compile_result: None,
+            run_result: Some(CommandRunResult {
+                status: run_status,
+                execution_time: outcome.elapsed_s,
+                return_code,
+                stdout: outcome.output.unwrap_or_default(),
+                stderr,
+            }),
+            executor_pod_name: None,
+            files: Default::default(),
+        }
+    }
+}
+
+/// `POST /run_code` (and `/t/<token>/run_code`, for clients that cannot send headers): one Python
+/// program in script mode, in SandboxFusion's request and response shapes.
+async fn run_code(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    let (_, body) = state.read_as(request, Format::Json).await?;
+    let RunCodeRequest { code, language, stdin, run_timeout, files, fetch_files } = Format::Json.decode(&body)?;
+    let refusal = if language != "python" && language != "python3" {
+        Some(format!("language '{language}' is not supported: azr-executor runs Python (\"python\") only"))
+    } else if !files.is_empty() || !fetch_files.is_empty() {
+        Some("files and fetch_files are not supported: the sandbox has no file system".to_string())
+    } else if !(run_timeout.is_finite() && run_timeout > 0.0) {
+        Some(format!("run_timeout must be a positive number of seconds, got {run_timeout}"))
+    } else {
+        None
+    };
+    if let Some(message) = refusal {
+        return Ok(Format::Json.encode(&RunCodeResponse::sandbox_error(message)));
+    }
+    let mut job = Job::new(code, stdin.unwrap_or_default());
+    job.script = true;
+    job.timeout_s = Some(run_timeout.min(3600.0));
+    job.validate().map_err(|reason| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", reason))?;
+    let _admission = state.admit(1)?;
+    let worker = Arc::clone(&state);
+    let outcomes = tokio::task::spawn_blocking(move || worker.executor.run(vec![job]))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(executor_error)?;
+    state.metrics.outcomes(&outcomes);
+    let response = outcomes
+        .into_iter()
+        .next()
+        .map_or_else(|| RunCodeResponse::sandbox_error("the executor returned no outcome"), RunCodeResponse::of);
+    Ok(Format::Json.encode(&response))
+}
+
 async fn info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.authorize(&headers)?;
     let executor = state.executor.config();
@@ -330,7 +465,8 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     state.inflight.fetch_sub(1, Ordering::AcqRel);
     let seconds = started.elapsed().as_secs_f64();
     let endpoint = match path.as_str() {
-        "/v1/run" | "/v1/equal" | "/v1/info" | "/healthz" | "/readyz" | "/metrics" => path.as_str(),
+        "/v1/run" | "/v1/equal" | "/v1/info" | "/healthz" | "/readyz" | "/metrics" | "/run_code" => path.as_str(),
+        _ if path.ends_with("/run_code") => "/run_code",
         _ => "other",
     };
     state.metrics.request(endpoint, response.status().as_u16(), seconds);
@@ -354,6 +490,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/run_code", post(run_code))
+        .route("/t/{token}/run_code", post(run_code))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
         .with_state(state)
