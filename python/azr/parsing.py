@@ -64,6 +64,11 @@ def last_block(text: str, tags: set[str | None]) -> str | None:
     return bodies[-1] if bodies else None
 
 
+def extract_code(completion: str) -> str | None:
+    """The last Python (or untagged) fenced block of a completion, or None."""
+    return last_block(completion, {"python", "py", "python3", None})
+
+
 @dataclass(frozen=True)
 class Proposal:
     """A deduction/abduction proposal: a program and one input."""

@@ -26,7 +26,7 @@ from azr.eval import livecodebench
 from azr.eval.benchmarks import BENCHMARKS, Item, last_boxed
 from azr.executor import ExecutorProtocol, Job, Outcome
 from azr.executor.progress import ProgressCallback
-from azr.parsing import extract_answer, fenced_blocks, parse_solution
+from azr.parsing import extract_answer, extract_code, parse_solution
 from azr.tasks import TaskType
 
 
@@ -46,12 +46,7 @@ def answer_of(item: Item, completion: str) -> str | None:
     if kind == "code":
         # Inside <answer> when the format holds, else the completion's last Python block.
         answer = extract_answer(completion).text
-        for text in (answer, completion):
-            if text:
-                blocks = [body for tag, body in fenced_blocks(text) if tag in ("python", "py", "python3", None)]
-                if blocks:
-                    return blocks[-1]
-        return None
+        return (extract_code(answer) if answer else None) or extract_code(completion)
     return last_boxed(completion)
 
 
