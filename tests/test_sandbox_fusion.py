@@ -3,6 +3,8 @@ PyPI) against a real service on loopback."""
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +67,11 @@ def test_two_hundred_concurrent_requests_are_all_answered_right(endpoint: str) -
     with ThreadPoolExecutor(32) as threads:
         answers = list(threads.map(square, range(200)))
     assert answers == [(n, f"{n * n}\n") for n in range(200)]
+    # Counted in the service's metrics like /v1/run requests.
+    with urllib.request.urlopen(f"{endpoint}/metrics") as response:
+        metrics = response.read().decode()
+    served = re.search(r'azr_requests_total\{endpoint="/run_code",code="200"\} (\d+)', metrics)
+    assert served is not None and int(served.group(1)) >= 200
 
 
 def test_a_token_protected_service_takes_the_token_in_the_path(tmp_path: Path) -> None:
