@@ -101,6 +101,8 @@ class Outcome:
     # Script mode: the exit code of a script that finished, and its standard error.
     exit_code: int | None = None
     stderr: str | None = None
+    # With `Executor(timings=True)`: where the job's time went (`TIMING_FIELDS`), measured on the host.
+    timings: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,6 +111,10 @@ class Outcome:
     @property
     def internal(self) -> bool:
         return self.status == "internal"
+
+
+# The keys of `Outcome.timings`: when and where the job started, then seconds per phase.
+TIMING_FIELDS = ("start_us", "worker", "queue_s", "instantiate_s", "expected_s", "run_s", "teardown_s", "prepare_s")
 
 
 def checked_jobs(jobs: Iterable[Job]) -> list[Job]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal, get_args
 
 from azr import _executor
-from azr.executor.jobs import MODES, Job, Mode, Outcome, checked_jobs, checked_pairs
+from azr.executor.jobs import MODES, TIMING_FIELDS, Job, Mode, Outcome, checked_jobs, checked_pairs
 from azr.executor.progress import ProgressCallback, progress_callback
 
 Isolation = Literal["process", "thread"]
@@ -44,6 +44,7 @@ class Executor:
         group_size: int = 64,
         isolation: Isolation = "process",
         worker_command: Sequence[str] | None = None,
+        timings: bool = False,
     ) -> None:
         if workers is None:
             workers = _executor.DEFAULT_WORKERS
@@ -69,6 +70,7 @@ class Executor:
         self.mode: Mode = mode
         self.isolation: Isolation = isolation
         self.max_output_bytes = max_output_bytes
+        self.timings = bool(timings)
         self._native = _executor.NativeExecutor(
             workers=workers,
             timeout_s=self.timeout_s,
@@ -100,7 +102,10 @@ class Executor:
             )
         finally:
             close()
-        return [Outcome(*fields) for fields in raw]
+        return [
+            Outcome(*fields[:7], timings=_timings(fields[7]) if self.timings else None)
+            for fields in raw
+        ]
 
     def equal(self, a: str, b: str) -> bool:
         """Value equality of two texts, as the judge compares an answer with a result: data by
@@ -124,3 +129,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _timings(fields: tuple | None) -> dict[str, float] | None:
+    return None if fields is None else dict(zip(TIMING_FIELDS, fields, strict=True))

@@ -37,6 +37,10 @@ struct Cli {
 enum Command {
     /// Run the jobs of a JSON-lines file and write one outcome per line, in input order.
     Run(RunArgs),
+    /// Run the jobs of a JSON-lines file and print where the time went: each phase's mean, p50 and
+    /// p99 (queue, instantiate, expected, run, teardown, prepare), overall and per status; write the
+    /// run as a Chrome/Perfetto trace (open it at ui.perfetto.dev or chrome://tracing).
+    Profile(ProfileArgs),
     /// Serve the executor over HTTP: POST /v1/run and /v1/equal (JSON or msgpack), GET /v1/info,
     /// /healthz, /readyz and /metrics (Prometheus). See docs/executor-protocol.md.
     Serve(ServeArgs),
@@ -69,6 +73,20 @@ struct RunArgs {
     /// No progress bar and no summary.
     #[arg(short, long)]
     quiet: bool,
+    /// Add each job's per-phase timings to its outcome.
+    #[arg(long)]
+    timings: bool,
+}
+
+#[derive(Args, Debug)]
+struct ProfileArgs {
+    /// Jobs, as for `run`.
+    input: PathBuf,
+    /// Where to write the trace.
+    #[arg(long, value_name = "TRACE.json", default_value = "azr-profile.json")]
+    trace: PathBuf,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +194,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, interrupted: &dyn Fn() -> 
     };
     let result = match cli.command {
         Command::Run(args) => run(&args, interrupted),
+        Command::Profile(args) => profile(&args, interrupted),
         Command::Serve(args) => serve(args),
         Command::Info => info(),
         Command::MemoryProbe { instances } => memory_probe(instances),
@@ -225,9 +244,10 @@ fn read_input(path: &PathBuf) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
-    let config = args.sandbox.config()?;
-    let text = read_input(&args.input)?;
+/// The jobs of a JSON-lines file, each input line as a job or the reason it is not one (the first
+/// reasons printed); and how many lines were invalid.
+fn read_jobs(path: &PathBuf) -> anyhow::Result<(Vec<Line>, Vec<Job>, usize)> {
+    let text = read_input(path)?;
     let mut lines = Vec::new();
     let mut jobs = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -250,15 +270,53 @@ fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
         })
         .collect();
     for (number, error) in invalid.iter().take(SHOWN_INPUT_ERRORS) {
-        eprintln!("azr-executor: {}: line {number}: {error}", args.input.display());
+        eprintln!("azr-executor: {}: line {number}: {error}", path.display());
     }
     if invalid.len() > SHOWN_INPUT_ERRORS {
         eprintln!("azr-executor: ... and {} more invalid lines", invalid.len() - SHOWN_INPUT_ERRORS);
     }
+    let count = invalid.len();
+    Ok((lines, jobs, count))
+}
 
+fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
+    let config = args.sandbox.config()?;
+    let (lines, jobs, invalid) = read_jobs(&args.input)?;
     let executor = Executor::new(config)?;
+    let (outcomes, seconds) = run_all(&executor, jobs, args.quiet, interrupted)?;
+    let outcomes: Vec<Outcome> = if args.timings {
+        outcomes
+    } else {
+        outcomes.into_iter().map(|outcome| Outcome { timings: None, ..outcome }).collect()
+    };
+    write_outcomes(args.output.as_ref(), &lines, &outcomes)?;
+    if !args.quiet {
+        eprintln!("{}", summary(&outcomes, seconds, executor.config()));
+    }
+    Ok(if invalid == 0 { 0 } else { 2 })
+}
+
+fn profile(args: &ProfileArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
+    let (_, jobs, invalid) = read_jobs(&args.input)?;
+    let executor = Executor::new(args.sandbox.config()?)?;
+    let (outcomes, seconds) = run_all(&executor, jobs, false, interrupted)?;
+    println!("{}", summary(&outcomes, seconds, executor.config()));
+    print!("{}", crate::profile::breakdown(&outcomes));
+    let trace = serde_json::to_vec(&crate::profile::chrome_trace(&outcomes))?;
+    std::fs::write(&args.trace, trace).with_context(|| format!("cannot write {}", args.trace.display()))?;
+    println!("trace: {} (open it at https://ui.perfetto.dev or chrome://tracing)", args.trace.display());
+    Ok(if invalid == 0 { 0 } else { 2 })
+}
+
+/// Run `jobs` with a progress bar; the outcomes and the seconds they took.
+fn run_all(
+    executor: &Executor,
+    jobs: Vec<Job>,
+    quiet: bool,
+    interrupted: &dyn Fn() -> bool,
+) -> anyhow::Result<(Vec<Outcome>, f64)> {
     let total = jobs.len();
-    let bar = progress_bar(total as u64, args.quiet);
+    let bar = progress_bar(total as u64, quiet);
     let started = Instant::now();
     let outcomes = executor
         .run_observed(jobs, &mut |done, _| {
@@ -271,13 +329,7 @@ fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
         })
         .context("running the jobs")?;
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-
-    write_outcomes(args.output.as_ref(), &lines, &outcomes)?;
-    if !args.quiet {
-        eprintln!("{}", summary(&outcomes, seconds, executor.config()));
-    }
-    Ok(if invalid.is_empty() { 0 } else { 2 })
+    Ok((outcomes, started.elapsed().as_secs_f64()))
 }
 
 fn progress_bar(total: u64, quiet: bool) -> ProgressBar {

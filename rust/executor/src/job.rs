@@ -212,6 +212,40 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// Where the job's time went, measured on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+}
+
+/// Where one job's time went, measured by the host around each step (the guest has only a
+/// virtual clock, so what happens inside one guest call is a single phase, `run_s`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// When its worker started the job, in microseconds since the Unix epoch.
+    pub start_us: u64,
+    /// The worker that ran it.
+    pub worker: u32,
+    /// From the batch's submission to the job's start (other jobs ahead of it).
+    pub queue_s: f64,
+    /// Making fresh instances for it (0 when its worker had one ready).
+    pub instantiate_s: f64,
+    /// Reading its expected value in the guest.
+    pub expected_s: f64,
+    /// The guest calls that ran it: static checks, compiling, running, the result's repr and
+    /// canonical text, and the component-model transfer.
+    pub run_s: f64,
+    /// Dropping its instances.
+    pub teardown_s: f64,
+    /// Making the fresh instance its worker's next job will use, after it.
+    pub prepare_s: f64,
+}
+
+impl Timings {
+    pub const PHASES: [&'static str; 6] = ["queue", "instantiate", "expected", "run", "teardown", "prepare"];
+
+    pub fn phases(&self) -> [f64; 6] {
+        [self.queue_s, self.instantiate_s, self.expected_s, self.run_s, self.teardown_s, self.prepare_s]
+    }
 }
 
 /// How a job is isolated from the jobs run before it.

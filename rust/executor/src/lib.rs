@@ -24,6 +24,7 @@ pub mod guest;
 mod job;
 mod metrics;
 mod pool;
+pub mod profile;
 #[cfg(feature = "python")]
 mod python;
 mod runtime;

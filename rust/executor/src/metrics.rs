@@ -1,7 +1,7 @@
 //! The service's Prometheus metrics: requests by endpoint and code, jobs by status, latency
 //! histograms, and gauges read at scrape time. Written out in the text exposition format.
 
-use crate::job::{Outcome, Status};
+use crate::job::{Outcome, Status, Timings};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -50,6 +50,8 @@ struct Counts {
     request_seconds: BTreeMap<String, Histogram>,
     jobs: BTreeMap<Status, u64>,
     job_seconds: Option<Histogram>,
+    /// Seconds per phase of a job (`Timings::PHASES`), measured on the host.
+    phase_seconds: BTreeMap<&'static str, Histogram>,
     rejected_busy: u64,
 }
 
@@ -90,6 +92,11 @@ impl Metrics {
         for outcome in outcomes {
             *counts.jobs.entry(outcome.status).or_default() += 1;
             counts.job_seconds.get_or_insert_with(|| Histogram::new(&JOB_BUCKETS)).observe(outcome.elapsed_s);
+            if let Some(timings) = &outcome.timings {
+                for (phase, seconds) in Timings::PHASES.iter().zip(timings.phases()) {
+                    counts.phase_seconds.entry(phase).or_insert_with(|| Histogram::new(&JOB_BUCKETS)).observe(seconds);
+                }
+            }
         }
     }
 
@@ -118,6 +125,11 @@ impl Metrics {
             "azr_job_duration_seconds",
             "",
         );
+        out.push_str("# HELP azr_job_phase_seconds Seconds of one job per phase (queue, instantiate, expected, run, teardown, prepare).\n");
+        out.push_str("# TYPE azr_job_phase_seconds histogram\n");
+        for (phase, histogram) in &counts.phase_seconds {
+            histogram.render(&mut out, "azr_job_phase_seconds", &format!("phase=\"{phase}\""));
+        }
         let _ = writeln!(
             out,
             "# HELP azr_rejected_busy_total Requests refused with 429 because the queue was full.\n\

@@ -72,6 +72,8 @@ struct JobBatch {
     jobs: Vec<Job>,
     results: Sender<(usize, Outcome)>,
     cancelled: AtomicBool,
+    /// When the batch was submitted, in microseconds since the Unix epoch (for `Timings::queue_s`).
+    submitted_us: u64,
 }
 
 struct EqualBatch {
@@ -158,7 +160,7 @@ impl Executor {
             let worker = std::thread::Builder::new()
                 .name(format!("azr-worker-{index}"))
                 .stack_size(WORKER_STACK_BYTES)
-                .spawn(move || serve_tasks(backend, limits, mode, &queue, &pid, &busy))
+                .spawn(move || serve_tasks(index, backend, limits, mode, &queue, &pid, &busy))
                 .map_err(|e| ExecutorError::InvalidConfig(format!("cannot start worker thread: {e}")))?;
             workers.push(worker);
         }
@@ -201,7 +203,8 @@ impl Executor {
         }
         let total = jobs.len();
         let (results, finished) = crossbeam_channel::unbounded();
-        let batch = Arc::new(JobBatch { jobs, results, cancelled: AtomicBool::new(false) });
+        let submitted_us = crate::work::now_us();
+        let batch = Arc::new(JobBatch { jobs, results, cancelled: AtomicBool::new(false), submitted_us });
         let chunk = self.chunk_size(total);
         for start in (0..total).step_by(chunk) {
             self.send(Task::Jobs { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
@@ -306,6 +309,7 @@ fn collect<T>(
 }
 
 fn serve_tasks(
+    worker: usize,
     mut backend: Backend,
     limits: Limits,
     mode: Mode,
@@ -324,7 +328,11 @@ fn serve_tasks(
                     .unwrap_or_else(|panic| {
                         failures(jobs.len(), &format!("internal error: {}", panic_message(&panic)))
                     });
-                for (index, outcome) in range.zip(outcomes) {
+                for (index, mut outcome) in range.zip(outcomes) {
+                    if let Some(timings) = outcome.timings.as_mut() {
+                        timings.worker = u32::try_from(worker).unwrap_or(u32::MAX);
+                        timings.queue_s = timings.start_us.saturating_sub(batch.submitted_us) as f64 / 1e6;
+                    }
                     let _ = batch.results.send((index, outcome));
                 }
             }

@@ -46,8 +46,19 @@ static INVALID_JOB: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// (program, input, imports, expected, runs, policy, timeout_s, script)
 type JobTuple = (String, String, String, Option<String>, u32, String, Option<f64>, bool);
-/// (status, output, error, elapsed_s, matches, exit_code, stderr)
-type OutcomeTuple = (&'static str, Option<String>, Option<String>, f64, Option<bool>, Option<i32>, Option<String>);
+/// (start_us, worker, queue_s, instantiate_s, expected_s, run_s, teardown_s, prepare_s)
+type TimingsTuple = (u64, u32, f64, f64, f64, f64, f64, f64);
+/// (status, output, error, elapsed_s, matches, exit_code, stderr, timings)
+type OutcomeTuple = (
+    &'static str,
+    Option<String>,
+    Option<String>,
+    f64,
+    Option<bool>,
+    Option<i32>,
+    Option<String>,
+    Option<TimingsTuple>,
+);
 
 fn to_py(error: error::ExecutorError) -> PyErr {
     let message = error.to_string();
@@ -133,7 +144,12 @@ impl NativeExecutor {
         let outcomes = result.map_err(to_py)?;
         Ok(outcomes
             .into_iter()
-            .map(|o| (o.status.as_str(), o.output, o.error, o.elapsed_s, o.matches, o.exit_code, o.stderr))
+            .map(|o| {
+                let timings = o.timings.map(|t| {
+                    (t.start_us, t.worker, t.queue_s, t.instantiate_s, t.expected_s, t.run_s, t.teardown_s, t.prepare_s)
+                });
+                (o.status.as_str(), o.output, o.error, o.elapsed_s, o.matches, o.exit_code, o.stderr, timings)
+            })
             .collect())
     }
 

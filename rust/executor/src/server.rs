@@ -141,6 +141,9 @@ impl IntoResponse for ApiError {
 #[derive(Deserialize)]
 struct RunRequest {
     jobs: Vec<Job>,
+    /// Whether the outcomes carry their per-phase timings.
+    #[serde(default)]
+    timings: bool,
 }
 
 #[derive(Serialize)]
@@ -261,7 +264,7 @@ fn executor_error(error: ExecutorError) -> ApiError {
 
 async fn run(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
     let (format, body) = state.read(request).await?;
-    let RunRequest { jobs } = format.decode(&body)?;
+    let RunRequest { jobs, timings } = format.decode(&body)?;
     state.check_count(jobs.len(), "jobs")?;
     for (index, job) in jobs.iter().enumerate() {
         job.validate().map_err(|reason| {
@@ -275,7 +278,12 @@ async fn run(State(state): State<Arc<AppState>>, request: Request) -> Result<Res
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(executor_error)?;
     state.metrics.outcomes(&outcomes);
+    let outcomes = if timings { outcomes } else { without_timings(outcomes) };
     Ok(format.encode(&RunResponse { outcomes }))
+}
+
+fn without_timings(outcomes: Vec<Outcome>) -> Vec<Outcome> {
+    outcomes.into_iter().map(|outcome| Outcome { timings: None, ..outcome }).collect()
 }
 
 async fn equal(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {

@@ -1,12 +1,12 @@
 //! What a worker does with a task: run jobs in sandboxes (strict or batch), combine determinism
 //! runs into a verdict, compare repr texts. Used the same way by worker threads and worker processes.
 
-use crate::job::{Job, Limits, Mode, Outcome, Status};
+use crate::job::{Job, Limits, Mode, Outcome, Status, Timings};
 use crate::runtime::Runtime;
 use crate::sandbox::{RunResult, Sandbox};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 thread_local! {
     /// A fresh instance made after the previous job, ready for this worker's next first run: a
@@ -59,23 +59,39 @@ fn read_expected<'r>(mut sandbox: Sandbox<'r>, text: &str) -> (Expected, Option<
 /// before the program runs.
 fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &AtomicBool) -> Outcome {
     let started = Instant::now();
+    let mut timings = Timings { start_us: now_us(), ..Timings::default() };
     let mut runs: Vec<RunResult> = Vec::new();
     let mut expected: Option<Expected> = None;
     for salt in 0..u64::from(job.runs) {
         if cancelled.load(Ordering::Relaxed) {
             break;
         }
-        let mut sandbox =
-            if salt == 0 { fresh_first_run(runtime, limits) } else { Sandbox::new(runtime, limits, salt) };
+        let mut sandbox = timed(&mut timings.instantiate_s, || {
+            if salt == 0 {
+                fresh_first_run(runtime, limits)
+            } else {
+                Sandbox::new(runtime, limits, salt)
+            }
+        });
         if let (0, Some(text)) = (salt, &job.expected) {
-            sandbox = sandbox.and_then(|fresh| {
-                let (read, still_fresh) = read_expected(fresh, text);
-                expected = Some(read);
-                still_fresh.map_or_else(|| Sandbox::new(runtime, limits, salt), Ok)
-            });
+            sandbox = match sandbox {
+                Ok(fresh) => {
+                    let (read, still_fresh) = timed(&mut timings.expected_s, || read_expected(fresh, text));
+                    expected = Some(read);
+                    match still_fresh {
+                        Some(fresh) => Ok(fresh),
+                        None => timed(&mut timings.instantiate_s, || Sandbox::new(runtime, limits, salt)),
+                    }
+                }
+                Err(reason) => Err(reason),
+            };
         }
         let run = match sandbox {
-            Ok(mut sandbox) => sandbox.run(job, false),
+            Ok(mut sandbox) => {
+                let run = timed(&mut timings.run_s, || sandbox.run(job, false));
+                timed(&mut timings.teardown_s, || drop(sandbox));
+                run
+            }
             Err(reason) => unrunnable(reason),
         };
         let stop = run.status != Status::Ok;
@@ -85,9 +101,22 @@ fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &
             break;
         }
     }
-    let outcome = verdict(&runs, expected.as_ref(), started.elapsed().as_secs_f64());
-    prepare_next(runtime, limits);
+    let mut outcome = verdict(&runs, expected.as_ref(), started.elapsed().as_secs_f64());
+    timed(&mut timings.prepare_s, || prepare_next(runtime, limits));
+    outcome.timings = Some(timings);
     outcome
+}
+
+/// Seconds spent in `step`, added to `phase`.
+fn timed<T>(phase: &mut f64, step: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = step();
+    *phase += started.elapsed().as_secs_f64();
+    result
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(0))
 }
 
 /// One instance per determinism run runs the whole group, each job in a fresh namespace; the
@@ -96,6 +125,7 @@ fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &
 fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
     let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); jobs.len()];
     let mut seconds = vec![0.0; jobs.len()];
+    let mut timings: Vec<Timings> = vec![Timings::default(); jobs.len()];
     let mut sandbox: Option<Sandbox<'_>> = None;
     let mut expected: Vec<Option<Expected>> = Vec::with_capacity(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
@@ -104,9 +134,15 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
             continue;
         };
         let started = Instant::now();
-        match sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, 0), Ok) {
+        let time = &mut timings[index];
+        time.start_us = now_us();
+        let instance = match sandbox.take() {
+            Some(warm) => Ok(warm),
+            None => timed(&mut time.instantiate_s, || Sandbox::new(runtime, limits, 0)),
+        };
+        match instance {
             Ok(fresh) => {
-                let (read, still_fresh) = read_expected(fresh, text);
+                let (read, still_fresh) = timed(&mut time.expected_s, || read_expected(fresh, text));
                 expected.push(Some(read));
                 sandbox = still_fresh;
             }
@@ -119,23 +155,33 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
     }
     let most_runs = jobs.iter().map(|job| job.runs).max().unwrap_or(0);
     for salt in 0..u64::from(most_runs) {
+        let mut last = None;
         for (index, job) in jobs.iter().enumerate() {
             let settled = runs[index].last().is_some_and(|run| run.status != Status::Ok);
             if u64::from(job.runs) <= salt || settled {
                 continue;
             }
             let started = Instant::now();
+            let time = &mut timings[index];
+            if time.start_us == 0 {
+                time.start_us = now_us();
+            }
             // A script runs in a fresh instance of its own; the warm one waits for the next job.
-            let instance = if job.script {
-                Sandbox::new(runtime, limits, salt)
-            } else {
-                sandbox.take().map_or_else(|| Sandbox::new(runtime, limits, salt), Ok)
+            let instance = match (job.script, sandbox.take()) {
+                (false, Some(warm)) => Ok(warm),
+                (true, warm) => {
+                    sandbox = warm;
+                    timed(&mut time.instantiate_s, || Sandbox::new(runtime, limits, salt))
+                }
+                (false, None) => timed(&mut time.instantiate_s, || Sandbox::new(runtime, limits, salt)),
             };
             let run = match instance {
                 Ok(mut fresh_or_warm) => {
-                    let run = fresh_or_warm.run(job, true);
-                    if run.reusable {
+                    let run = timed(&mut time.run_s, || fresh_or_warm.run(job, true));
+                    if run.reusable && !job.script {
                         sandbox = Some(fresh_or_warm);
+                    } else {
+                        timed(&mut time.teardown_s, || drop(fresh_or_warm));
                     }
                     run
                 }
@@ -143,14 +189,23 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
             };
             seconds[index] += started.elapsed().as_secs_f64();
             runs[index].push(run);
+            last = Some(index);
         }
         // The next determinism run starts over in a fresh instance with its own salt.
-        sandbox = None;
+        match last {
+            Some(index) => timed(&mut timings[index].teardown_s, || sandbox = None),
+            None => sandbox = None,
+        }
     }
     runs.iter()
         .zip(&expected)
         .zip(seconds)
-        .map(|((runs, expected), seconds)| verdict(runs, expected.as_ref(), seconds))
+        .zip(timings)
+        .map(|(((runs, expected), seconds), timings)| {
+            let mut outcome = verdict(runs, expected.as_ref(), seconds);
+            outcome.timings = Some(timings);
+            outcome
+        })
         .collect()
 }
 
@@ -208,6 +263,7 @@ fn verdict(runs: &[RunResult], expected: Option<&Expected>, elapsed_s: f64) -> O
         elapsed_s,
         exit_code: first.exit_code,
         stderr: first.stderr.clone(),
+        timings: None,
     }
 }
 
@@ -234,7 +290,16 @@ fn unrunnable(reason: String) -> RunResult {
 
 /// An outcome that says why a job produced no result.
 pub fn failed(status: Status, error: String, elapsed_s: f64) -> Outcome {
-    Outcome { status, output: None, error: Some(error), matches: None, elapsed_s, exit_code: None, stderr: None }
+    Outcome {
+        status,
+        output: None,
+        error: Some(error),
+        matches: None,
+        elapsed_s,
+        exit_code: None,
+        stderr: None,
+        timings: None,
+    }
 }
 
 #[cfg(test)]
