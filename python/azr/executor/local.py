@@ -30,6 +30,7 @@ class Executor:
     cores, and a crash stays there); `"thread"` runs them in threads of this process.
     `worker_command` is how a worker process is started (default: this interpreter running
     `azr.executor_cli worker`); prefix it to run workers under `nice`, `taskset` or a cgroup.
+    `timings=True` fills `Outcome.timings`: where each job's time went, per phase (README, Profiling).
     The first executor of a machine compiles the sandbox guest (about 15 s, then cached).
     """
 
