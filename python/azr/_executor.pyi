@@ -40,9 +40,7 @@ JobTuple = tuple[str, str, str, str | None, int, str, float | None, bool]
 # (start_us, worker, queue_s, instantiate_s, expected_s, run_s, teardown_s, prepare_s)
 TimingsTuple = tuple[int, int, float, float, float, float, float, float]
 # (status, output, error, elapsed_s, matches, exit_code, stderr, timings)
-OutcomeTuple = tuple[
-    str, str | None, str | None, float, bool | None, int | None, str | None, TimingsTuple | None
-]
+OutcomeTuple = tuple[str, str | None, str | None, float, bool | None, int | None, str | None, TimingsTuple | None]
 
 class NativeExecutor:
     def __init__(

@@ -103,10 +103,7 @@ class Executor:
             )
         finally:
             close()
-        return [
-            Outcome(*fields[:7], timings=_timings(fields[7]) if self.timings else None)
-            for fields in raw
-        ]
+        return [Outcome(*fields[:7], timings=_timings(fields[7]) if self.timings else None) for fields in raw]
 
     def equal(self, a: str, b: str) -> bool:
         """Value equality of two texts, as the judge compares an answer with a result: data by
