@@ -169,6 +169,32 @@ class WitWorld(wit_world.WitWorld):
             raise Err(_describe(exc)) from None
 
 
+# Jobs like the ones the sandbox runs, run once while the snapshot is made: the type caches, interned
+# names and allocator pools they fill are then part of every fresh instance instead of being built
+# (and their pages copied) by each job. Everything they could change is reset before each job.
+_WARM_UP = (
+    ("def f(a, b):\n    return sorted(set(a) | {b}), {k: v for k, v in zip(a, a)}", "[3, 1, 2], 4"),
+    (
+        "import collections, itertools, math, re\n"
+        "def f(s):\n    c = collections.Counter(s)\n"
+        "    return max(c.items()), list(itertools.accumulate(map(ord, s)))[-1], math.gcd(12, 18),"
+        " re.findall('[a-z]+', s)",
+        "'hello world'",
+    ),
+    ("def f(n):\n    return [i * i for i in range(n) if i % 2] + list(str(n)), f'{n:>4}', n / 3", "10"),
+    ("class A:\n    def __init__(self, x):\n        self.x = x\ndef f(x):\n    return A(x).x // 0", "1"),
+    ("def f(t, d):\n    return t[::-1], ' '.join(t).upper(), tuple(t), sorted(d.items())", "('a', 'b'), {'k': 1.5}"),
+)
+
+
+def _warm_up():
+    for program, text in _WARM_UP:
+        run_job(wit_world.Job(program, text, "", 1 << 16, 0, False, False, False))
+        data.canonical_text(text)
+    isolation.reset_interpreter_state(0, False)
+
+
+_warm_up()
 warnings.simplefilter("ignore")
 # Everything alive now is part of the snapshot. Freezing it keeps the collector from walking (and
 # so writing to, and so copying) those pages in every fresh instance.
