@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from azr import prompts
+from azr.eval import livecodebench
 
 Kind = Literal["crux-output", "crux-input", "code", "math"]
 
@@ -102,7 +103,8 @@ def _livecodebench(row: dict, index: int) -> Item:
         else "The program reads its input from standard input and writes the answer to standard output."
     )
     question = f"{CODE_INSTRUCTION}\n\n{row['question_content']}\n\n{how}"
-    return Item("livecodebench", str(row.get("question_id", index)), prompts.r1(question), row, row)
+    identifier = str(row.get("question_id", index))
+    return Item("livecodebench", identifier, prompts.r1(question), livecodebench.tests(row), row)
 
 
 def _math(name: str, problem_key: str = "problem") -> Callable[[dict, int], Item]:

@@ -3,10 +3,11 @@ CRUXEval answers compared as data by the self-play judge, math answers by a main
 
 - **CRUXEval-O**: the answer is the output; correct when it equals `f(input)` as data.
 - **CRUXEval-I**: the answer is an input; correct when `f(answer)` equals the recorded output.
-- **HumanEval(+)**: the answer is the program; the benchmark's own `check(candidate)` runs against it.
-- **MBPP+**: the answer is the program; the task's base and plus inputs run in one job that calls
-  the canonical solution and the candidate on fresh copies of each input and compares the outputs
-  as evalplus does (`MBPP_HARNESS`). A task passes when every input does.
+- **HumanEval**: the answer is the program; the benchmark's own `check(candidate)` runs against it.
+- **MBPP+, HumanEval+**: the answer is the program; the task's base and plus inputs run in one job
+  that calls the canonical solution and the candidate on fresh copies of each input and compares
+  the outputs as evalplus does (`MBPP_HARNESS`). A task passes when every input does.
+- **LiveCodeBench**: the answer is the program; a job per test (`azr.eval.livecodebench`).
 - **Math**: the answer is the final answer (from the completion's last `\\boxed{}`); compared with
   `math-verify` (sympy underneath), so `\\frac12`, `0.5` and `\\dfrac{1}{2}` agree.
 
@@ -196,13 +197,13 @@ def _jobs(item: Item, answer: str, reference: Reference | None) -> list[Job]:
     if kind == "crux-input":
         return [Job(row["code"], answer, expected=row["output"], policy="evaluation")]
     if item.benchmark == "livecodebench":
-        return livecodebench.jobs(row, answer)
+        return livecodebench.jobs(row, item.reference, answer)
     if item.benchmark in DIFFERENTIAL:
         reference = reference or Reference(MBPP_REFERENCE_TIMEOUT_S, None)
         compare = MBPP_ORACLES.get(row["entry_point"], "exact")
         timeout = min(3600.0, MBPP_ALLOWANCE_S + (1 + MBPP_TIME_FACTOR) * reference.seconds)
         return [_mbpp_job(item, answer, compare, reference.outputs, timeout)]
-    # HumanEval(+): the benchmark's check function, run on the candidate. The tests run in the
+    # HumanEval: the benchmark's check function, run on the candidate. The tests run in the
     # candidate's namespace, as the benchmark's harness runs them (they may use helpers the prompt
     # defines).
     program = _isolated(answer) + (
@@ -337,7 +338,7 @@ def _verdict(item: Item, outcomes: list[Outcome]) -> Verdict:
         internal = next((o for o in outcomes if o.internal), None)
         if internal is not None:
             return Verdict(False, f"internal: {internal.error}")
-        why = livecodebench.failure(item.row, outcomes)
+        why = livecodebench.failure(item.reference, outcomes)
         return Verdict(why is None, why or f"ok ({len(outcomes)} tests)")
     [outcome] = outcomes
     if outcome.internal:

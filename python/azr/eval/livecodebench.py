@@ -1,10 +1,11 @@
 """LiveCodeBench (code_generation_lite): its tests, the sandbox jobs that run a candidate on them, and
 the comparison of outputs, as LiveCodeBench's own runner makes it.
 
-A test is `stdin` (the program runs as `__main__` with that standard input; its standard output is
-compared line by line, tokens that are both numbers compared as decimals) or `functional` (a LeetCode
-method, `Solution().<func_name>(*arguments)`, arguments one JSON value per line; the result compared
-with the JSON output). Each test is a job of its own with its own time limit. Private tests are
+A test is `stdin` (the program runs in the executor's script mode, with that standard input; its
+standard output is compared line by line, tokens that are both numbers compared as decimals) or
+`functional` (a LeetCode method, `Solution().<func_name>(*arguments)`, arguments one JSON value per
+line; the result compared with the JSON output). Each test is a job of its own with its own time
+limit. The tests are decoded once, when the benchmark is loaded (`Item.reference`). Private tests are
 stored compressed (base64 of zlib of a pickled JSON string); the pickle is read with an unpickler
 that builds no objects but strings, so a data file cannot run code here.
 """
@@ -24,26 +25,14 @@ from azr.executor import Job, Outcome
 # LiveCodeBench gives a test 6 s natively; CPython in WebAssembly is 2-4x slower.
 TEST_TIMEOUT_S = 15.0
 
+# A functional test: the candidate in a namespace of its own, its method called on the arguments.
 HARNESS = """
-import contextlib as _contextlib
-import io as _io
 import json as _json
-import sys as _sys
 
 _SOURCE = {candidate!r}
 
 
-def f(kind, text, name):
-    if kind == "stdin":
-        out = _io.StringIO()
-        _sys.stdin = _io.StringIO(text)
-        try:
-            with _contextlib.redirect_stdout(out):
-                exec(_SOURCE, {{"__name__": "__main__"}})
-        except SystemExit as stop:
-            if stop.code not in (None, 0):
-                raise
-        return out.getvalue()
+def f(text, name):
     namespace = {{"__name__": "__candidate__"}}
     exec(_SOURCE, namespace)
     arguments = [_json.loads(line) for line in text.split("\\n") if line.strip()]
@@ -76,28 +65,30 @@ def function_name(row: dict) -> str:
     return str((json.loads(metadata) if isinstance(metadata, str) else metadata).get("func_name") or "")
 
 
-def jobs(row: dict, answer: str) -> list[Job]:
+def jobs(row: dict, cases: list[dict], answer: str) -> list[Job]:
+    """A job per test of `cases` (the problem's decoded tests)."""
     program = HARNESS.format(candidate=answer)
     name = function_name(row)
     return [
-        Job(program, f"{t['testtype']!r}, {t['input']!r}, {name!r}", policy="evaluation", timeout_s=TEST_TIMEOUT_S)
-        for t in tests(row)
+        Job(answer, t["input"], script=True, timeout_s=TEST_TIMEOUT_S)
+        if t["testtype"] == "stdin"
+        else Job(program, f"{t['input']!r}, {name!r}", policy="evaluation", timeout_s=TEST_TIMEOUT_S)
+        for t in cases
     ]
 
 
-def failure(row: dict, outcomes: list[Outcome]) -> str | None:
-    """Why the candidate fails the problem's tests (the first failed test), or None."""
-    for position, (test, outcome) in enumerate(zip(tests(row), outcomes, strict=True)):
+def failure(cases: list[dict], outcomes: list[Outcome]) -> str | None:
+    """Why the candidate fails its tests (the first failed test), or None."""
+    for position, (test, outcome) in enumerate(zip(cases, outcomes, strict=True)):
         where = f"test {position} ({test['testtype']})"
         if outcome.status != "ok":
             return f"{where}: {outcome.status}: {outcome.error}"
         if test["testtype"] == "stdin":
-            try:
-                got = ast.literal_eval(outcome.output or "")
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                return f"{where}: the harness's result cannot be read"
-            if not same_stdout(str(got), test["output"]):
-                return f"{where}: printed {str(got)[:200]!r}, expected {test['output'][:200]!r}"
+            if outcome.exit_code != 0:
+                last = (outcome.stderr or "").strip().splitlines()
+                return f"{where}: exit code {outcome.exit_code}: {last[-1] if last else ''}"
+            if not same_stdout(outcome.output or "", test["output"]):
+                return f"{where}: printed {(outcome.output or '')[:200]!r}, expected {test['output'][:200]!r}"
         elif not same_result(outcome.output or "", test["output"]):
             return f"{where}: got {(outcome.output or '')[:200]}, expected {test['output'][:200]}"
     return None
