@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,6 +99,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from azr.eval import report
+    from azr.executor.progress import bar_callback
 
     if args.compare:
         table, chart = report.compare(
@@ -131,7 +131,7 @@ def _eval(args: argparse.Namespace) -> int:
             executor,
             items,
             settings,
-            progress=_bar("generate", len(items) * settings.samples, args.quiet),
+            progress=None if args.quiet else bar_callback("generate", total=len(items) * settings.samples, leave=True),
             judging_progress=not args.quiet,
         )
         meta.update(model=args.model, samples=settings.samples, temperature=settings.temperature)
@@ -159,21 +159,6 @@ def _engine(args: argparse.Namespace, settings: EvalSettings) -> RolloutEngine:
         generation_batch_size=args.batch_size,
     )
     return make_engine(config, policy)
-
-
-def _bar(what: str, total: int, quiet: bool) -> Callable[[int, int], None] | None:
-    if quiet:
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=what, unit="seq")
-
-    def update(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
 
 
 def parser() -> argparse.ArgumentParser:

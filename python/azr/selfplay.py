@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from azr import checkpoints, phases
 from azr.buffers import TaskBuffer
@@ -37,6 +36,7 @@ from azr.eval.runner import EvalSettings, eval_executor
 from azr.eval.runner import evaluate as run_eval
 from azr.eval.runner import results as eval_results
 from azr.executor import Executor, ExecutorProtocol, RemoteExecutor
+from azr.executor.progress import bar_callback
 from azr.metrics import RunLog, step_metrics
 from azr.models import Policy, load_policy
 from azr.parsing import Proposal
@@ -227,19 +227,7 @@ class SelfPlay:
         )
 
     def _bar(self, what: str) -> Callable[[int, int], None] | None:
-        if not self.progress:
-            return None
-        bar: tqdm | None = None
-
-        def update(done: int, total: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=total, desc=f"step {self.step_index}: {what}", unit="seq", leave=False)
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-
-        return update
+        return bar_callback(f"step {self.step_index}: {what}") if self.progress else None
 
     def run(self, steps: int, on_step: Callable[[dict[str, float]], None] | None = None) -> None:
         """Run until `steps` steps are done in total, checkpointing as configured."""

@@ -24,3 +24,26 @@ def progress_callback(
         bar.update(done - bar.n)
 
     return update, bar.close
+
+
+def bar_callback(
+    description: str, *, total: int | None = None, unit: str = "seq", leave: bool = False
+) -> ProgressCallback:
+    """A tqdm bar on stderr as a `(done, total)` callback: drawn now when `total` is known, else at
+    the first report; closed at the last."""
+    from tqdm import tqdm
+
+    def start(count: int) -> tqdm:
+        return tqdm(total=count, desc=description, unit=unit, file=sys.stderr, leave=leave)
+
+    bar = start(total) if total is not None else None
+
+    def update(done: int, count: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = start(count)
+        bar.update(done - bar.n)
+        if done >= count:
+            bar.close()
+
+    return update

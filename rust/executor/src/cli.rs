@@ -284,11 +284,8 @@ fn run(args: &RunArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result<i32> {
     let (lines, jobs, invalid) = read_jobs(&args.input)?;
     let executor = Executor::new(config)?;
     let (outcomes, seconds) = run_all(&executor, jobs, args.quiet, interrupted)?;
-    let outcomes: Vec<Outcome> = if args.timings {
-        outcomes
-    } else {
-        outcomes.into_iter().map(|outcome| Outcome { timings: None, ..outcome }).collect()
-    };
+    let outcomes: Vec<Outcome> =
+        if args.timings { outcomes } else { outcomes.into_iter().map(Outcome::without_timings).collect() };
     write_outcomes(args.output.as_ref(), &lines, &outcomes)?;
     if !args.quiet {
         eprintln!("{}", summary(&outcomes, seconds, executor.config()));

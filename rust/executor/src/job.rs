@@ -217,6 +217,13 @@ pub struct Outcome {
     pub timings: Option<Timings>,
 }
 
+impl Outcome {
+    /// The outcome as answered when timings were not asked for.
+    pub fn without_timings(self) -> Self {
+        Outcome { timings: None, ..self }
+    }
+}
+
 /// Where one job's time went, measured by the host around each step (the guest has only a
 /// virtual clock, so what happens inside one guest call is a single phase, `run_s`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

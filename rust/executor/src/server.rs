@@ -271,19 +271,21 @@ async fn run(State(state): State<Arc<AppState>>, request: Request) -> Result<Res
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", format!("job {index}: {reason}"))
         })?;
     }
+    let outcomes = execute(&state, jobs).await?;
+    let outcomes = if timings { outcomes } else { outcomes.into_iter().map(Outcome::without_timings).collect() };
+    Ok(format.encode(&RunResponse { outcomes }))
+}
+
+/// Run validated jobs once the queue admits them, off the async runtime; counted in the metrics.
+async fn execute(state: &Arc<AppState>, jobs: Vec<Job>) -> Result<Vec<Outcome>, ApiError> {
     let _admission = state.admit(jobs.len())?;
-    let worker = Arc::clone(&state);
+    let worker = Arc::clone(state);
     let outcomes = tokio::task::spawn_blocking(move || worker.executor.run(jobs))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(executor_error)?;
     state.metrics.outcomes(&outcomes);
-    let outcomes = if timings { outcomes } else { without_timings(outcomes) };
-    Ok(format.encode(&RunResponse { outcomes }))
-}
-
-fn without_timings(outcomes: Vec<Outcome>) -> Vec<Outcome> {
-    outcomes.into_iter().map(|outcome| Outcome { timings: None, ..outcome }).collect()
+    Ok(outcomes)
 }
 
 async fn equal(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
@@ -401,13 +403,7 @@ async fn run_code(State(state): State<Arc<AppState>>, request: Request) -> Resul
     job.script = true;
     job.timeout_s = Some(run_timeout.min(3600.0));
     job.validate().map_err(|reason| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", reason))?;
-    let _admission = state.admit(1)?;
-    let worker = Arc::clone(&state);
-    let outcomes = tokio::task::spawn_blocking(move || worker.executor.run(vec![job]))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(executor_error)?;
-    state.metrics.outcomes(&outcomes);
+    let outcomes = execute(&state, vec![job]).await?;
     let response = outcomes
         .into_iter()
         .next()

@@ -166,12 +166,13 @@ def _stdin_input(prompt=""):
     return line[:-1] if line.endswith("\n") else line
 
 
-def _exit(code=None):
+def raise_exit(code=None):
+    """`exit`, `quit` (evaluation policy) and `os._exit` (scripts) as a SystemExit the harness catches."""
     raise SystemExit(code)
 
 
 _SAFE_BUILTINS = _safe_builtins()
-_EVALUATION_BUILTINS = {**_SAFE_BUILTINS, "input": _stdin_input, "exit": _exit, "quit": _exit}
+_EVALUATION_BUILTINS = {**_SAFE_BUILTINS, "input": _stdin_input, "exit": raise_exit, "quit": raise_exit}
 
 
 def job_namespace(reuse, evaluation):

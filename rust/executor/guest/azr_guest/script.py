@@ -55,10 +55,6 @@ def _exit_code(code, stderr):
     return 1
 
 
-def _exit(code):
-    raise SystemExit(code)
-
-
 def run_script(job):
     """(finished, exit_code, stdout, stderr, problem): `finished` is False when the script was
     stopped (`problem` is then "memory" or "output_limit")."""
@@ -68,7 +64,7 @@ def run_script(job):
     sys.stdin, sys.stdout, sys.stderr, sys.argv = io.StringIO(job.input), stdout, stderr, ["main.py"]
     source = job.program if not job.imports else job.imports + "\n" + job.program
     # `os._exit` would end the interpreter (a trap, losing the captured output): it exits the script.
-    real_exit, os._exit = os._exit, _exit
+    real_exit, os._exit = os._exit, isolation.raise_exit
     exit_code, problem = 0, None
     try:
         exec(compile(source, "main.py", "exec"), {"__name__": "__main__", "__builtins__": builtins})
