@@ -193,13 +193,21 @@ def resident_kib(pid: int | str, field: str) -> int:
 
 def soak(executor: Executor, programs: list[Program], total: int, chunk: int = 5000) -> dict:
     """Run `total` programs (the workload, cycled) through one executor; follow resident memory of
-    this process and its workers, and count outcomes that differ from the program's own verdict."""
+    this process and its workers, and keep every outcome that differs from the program's own
+    verdict, grouped by what it was and what it became (with the first program it happened to)."""
     verdicts = [(o.status, o.output) for o in executor.run([Job(p, i, imports=imp) for p, i, imp, _ in programs])]
-    samples, unexpected, done = [], 0, 0
+    samples, done = [], 0
+    unexpected: dict[str, dict] = {}
     while done < total:
         indices = [(done + k) % len(programs) for k in range(min(chunk, total - done))]
         outcomes = executor.run([Job(*programs[i][:2], imports=programs[i][2]) for i in indices])
-        unexpected += sum((o.status, o.output) != verdicts[i] for o, i in zip(outcomes, indices, strict=True))
+        for position, (outcome, index) in enumerate(zip(outcomes, indices, strict=True)):
+            if (outcome.status, outcome.output) == verdicts[index]:
+                continue
+            became = outcome.output if outcome.status == "ok" else (outcome.error or "").splitlines()[:1]
+            key = f"{verdicts[index][0]} -> {outcome.status}: {str(became)[:200]}"
+            seen = unexpected.setdefault(key, {"count": 0, "first_at": done + position, "program": index})
+            seen["count"] += 1
         done += len(indices)
         pids = ["self", *executor.worker_pids]
         samples.append(
@@ -207,12 +215,13 @@ def soak(executor: Executor, programs: list[Program], total: int, chunk: int = 5
         )
         print(
             f"  soak: {done:>7} programs, RSS {samples[-1][1] / 1024:7.1f} MiB "
-            f"(private {samples[-1][2] / 1024:7.1f} MiB)",
+            f"(private {samples[-1][2] / 1024:7.1f} MiB), {sum(u['count'] for u in unexpected.values())} unexpected",
             file=sys.stderr,
         )
     return {
         "programs": total,
-        "unexpected_outcomes": unexpected,
+        "unexpected_outcomes": sum(u["count"] for u in unexpected.values()),
+        "unexpected": unexpected,
         "rss_mib": [round(s[1] / 1024, 1) for s in samples],
         "private_mib": [round(s[2] / 1024, 1) for s in samples],
     }

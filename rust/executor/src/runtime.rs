@@ -109,12 +109,7 @@ fn engine_config() -> Config {
         .table_elements(TABLE_ELEMENTS)
         .max_core_instance_size(1 << 20)
         .max_component_instance_size(1 << 20)
-        .max_memory_size(crate::job::MAX_MEMORY_MB as usize * (1 << 20))
-        .linear_memory_keep_resident(
-            std::env::var("AZR_KEEP").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0) << 20,
-        )
-        .table_keep_resident(std::env::var("AZR_TKEEP").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0) << 10)
-        .max_unused_warm_slots(std::env::var("AZR_WARM").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(100));
+        .max_memory_size(crate::job::MAX_MEMORY_MB as usize * (1 << 20));
     let mut config = Config::new();
     config
         .wasm_component_model(true)
