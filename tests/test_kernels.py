@@ -217,3 +217,95 @@ def test_benchmark_command_runs_on_the_cpu(tmp_path) -> None:
     rows = json.loads((tmp_path / "bench.json").read_text())
     assert {row["backend"] for row in rows} == {"torch", "reference"} and all(row["milliseconds"] > 0 for row in rows)
     assert (tmp_path / "prof" / "policy_loss_64.json").exists()
+
+
+def pack(allowed: torch.Tensor) -> torch.Tensor:
+    """`[T, V]` bool as xgrammar's `[T, ⌈V/32⌉]` int32 bitmask rows."""
+    tokens, vocab = allowed.shape
+    padded = torch.zeros(tokens, (vocab + 31) // 32 * 32, dtype=torch.int64)
+    padded[:, :vocab] = allowed.long()
+    words = (padded.reshape(tokens, -1, 32) << torch.arange(32)).sum(-1)
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+
+
+FORCED = slice(0, -1, 2)
+
+
+def constrained(inputs: dict, density: float, seed: int = 1) -> torch.Tensor:
+    """A random allowed set per token that always holds the target: every other row forced (only the
+    target allowed), one row unconstrained, the rest of the given density."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens, vocab = inputs["hidden"].shape[0], inputs["weight"].shape[0]
+    allowed = torch.rand(tokens, vocab, generator=generator) < density
+    allowed[FORCED] = False
+    allowed[-1] = True
+    allowed[torch.arange(tokens), inputs["targets"]] = True
+    return allowed
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[8], CASES[11]], ids=lambda c: c.name)
+def test_allowed_masks_match_the_reference_and_the_definition(case: Case) -> None:
+    inputs = make(case)
+    allowed = constrained(inputs, density=0.3)
+    bitmask = pack(allowed)
+    # Old log-probs near the constrained ones, as an engine that sampled under the mask reports.
+    exact, _ = token_logprobs(
+        inputs["hidden"], inputs["weight"], inputs["targets"], case.temperature, backend="reference", allowed=bitmask
+    )
+    free, _ = token_logprobs(
+        inputs["hidden"], inputs["weight"], inputs["targets"], case.temperature, backend="reference"
+    )
+    inputs["old_logprobs"] = exact + (inputs["old_logprobs"] - free)
+    outputs = {}
+    for backend in ("reference", "torch"):
+        hidden = inputs["hidden"].clone().requires_grad_(True)
+        weight = inputs["weight"].clone().requires_grad_(True)
+        out = fused_policy_loss(
+            hidden,
+            weight,
+            inputs["targets"],
+            inputs["mask"],
+            inputs["advantages"],
+            inputs["old_logprobs"],
+            temperature=case.temperature,
+            entropy_coef=0.01,
+            aggregation=case.aggregation,
+            seq_ids=inputs["seq_ids"],
+            backend=backend,
+            allowed=bitmask,
+        )
+        out.loss.backward()
+        outputs[backend] = (out, hidden.grad, weight.grad)
+    (expected, expected_dh, expected_dw), (out, dh, dw) = outputs["reference"], outputs["torch"]
+    torch.testing.assert_close(out.loss, expected.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.entropy, expected.entropy, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(dh, expected_dh, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(dw, expected_dw, rtol=1e-4, atol=1e-6)
+    assert torch.isfinite(dh).all() and torch.isfinite(dw).all()
+    # The definition: the softmax over the allowed tokens, computed on each row's own sub-vocabulary.
+    logits = inputs["hidden"] @ inputs["weight"].T / case.temperature
+    for row in range(case.tokens):
+        ids = allowed[row].nonzero().flatten()
+        sub = torch.log_softmax(logits[row, ids], -1)
+        target = (ids == inputs["targets"][row]).nonzero().item()
+        torch.testing.assert_close(out.logprobs[row], sub[target], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.entropy[row], -(sub.exp() * sub).sum(), rtol=1e-5, atol=1e-4)
+    # A forced token (the only one allowed) has probability 1 whatever the weights: its log-prob and
+    # entropy are 0, and it moves nothing.
+    assert torch.equal(out.logprobs[FORCED], torch.zeros_like(out.logprobs[FORCED]))
+    assert torch.equal(dh[FORCED], torch.zeros_like(dh[FORCED]))
+
+
+def test_an_all_allowed_mask_changes_nothing_and_bad_masks_are_refused() -> None:
+    inputs = make(CASES[0])
+    tokens, vocab = inputs["hidden"].shape[0], inputs["weight"].shape[0]
+    everything = pack(torch.ones(tokens, vocab, dtype=torch.bool))
+    free, _ = token_logprobs(inputs["hidden"], inputs["weight"], inputs["targets"], backend="torch")
+    masked, _ = token_logprobs(
+        inputs["hidden"], inputs["weight"], inputs["targets"], backend="torch", allowed=everything
+    )
+    torch.testing.assert_close(masked, free)
+    with pytest.raises(ValueError, match="int32 bitmask"):
+        token_logprobs(inputs["hidden"], inputs["weight"], inputs["targets"], allowed=everything[:, :-1])
+    with pytest.raises(ValueError, match="no allowed-token masks"):
+        token_logprobs(inputs["hidden"], inputs["weight"], inputs["targets"], backend="triton", allowed=everything)

@@ -9,6 +9,11 @@ Backends: `"triton"` (CUDA, or the Triton interpreter when `TRITON_INTERPRET=1`)
 chunked PyTorch implementation with a hand-written backward, for machines without Triton) and
 `"reference"` (plain PyTorch with full logits: the definition of correct). `"auto"` picks Triton
 where it runs and the chunked PyTorch path elsewhere.
+
+`allowed` (optional, `[T, ⌈V/32⌉]` int32 bitmask rows, xgrammar's layout) restricts each token's
+distribution to the tokens a constrained (guided) sampler could have drawn: log-probs, entropy
+and gradients are then those of the softmax over the allowed tokens. The PyTorch backends take it;
+`"auto"` picks the chunked PyTorch path for it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 
 from azr_kernels.chunked import chunked_logprobs, chunked_policy_loss
 from azr_kernels.reference import reference_logprobs, reference_policy_loss
-from azr_kernels.types import AGGREGATIONS, PolicyLoss, check_inputs
+from azr_kernels.types import AGGREGATIONS, PolicyLoss, check_allowed, check_inputs
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -35,11 +40,13 @@ def triton_available(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _pick(backend: str, device: torch.device) -> str:
+def _pick(backend: str, device: torch.device, masked: bool = False) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if triton_available(device) else "torch"
+        return "triton" if triton_available(device) and not masked else "torch"
+    if backend == "triton" and masked:
+        raise ValueError("the Triton backend takes no allowed-token masks; use backend='torch' or 'auto'")
     if backend == "triton" and not triton_available(device):
         raise RuntimeError("the Triton backend needs a CUDA device, or TRITON_INTERPRET=1 on the CPU")
     return backend
@@ -60,6 +67,7 @@ def fused_policy_loss(
     aggregation: str = "token",
     seq_ids: torch.Tensor | None = None,
     backend: str = "auto",
+    allowed: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """The clipped REINFORCE++ policy loss of the final hidden states `[T, H]` under the LM head
     `weight` `[V, H]`.
@@ -72,6 +80,7 @@ def fused_policy_loss(
     advantage over its tokens. Gradients flow to `hidden` and `weight`.
     """
     check_inputs(hidden, weight, targets, mask, advantages, old_logprobs)
+    check_allowed(allowed, hidden.shape[0], weight.shape[0])
     arguments = dict(
         clip_low=clip_low,
         clip_high=clip_high,
@@ -80,13 +89,13 @@ def fused_policy_loss(
         aggregation=aggregation,
         seq_ids=seq_ids,
     )
-    chosen = _pick(backend, hidden.device)
+    chosen = _pick(backend, hidden.device, allowed is not None)
     if chosen == "triton":
         from azr_kernels.triton_policy_loss import triton_policy_loss
 
         return triton_policy_loss(hidden, weight, targets, mask, advantages, old_logprobs, **arguments)
     implementation = chunked_policy_loss if chosen == "torch" else reference_policy_loss
-    return implementation(hidden, weight, targets, mask, advantages, old_logprobs, **arguments)
+    return implementation(hidden, weight, targets, mask, advantages, old_logprobs, **arguments, allowed=allowed)
 
 
 def token_logprobs(
@@ -96,15 +105,17 @@ def token_logprobs(
     temperature: float = 1.0,
     *,
     backend: str = "auto",
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of `targets` and entropies per token (no gradient), e.g. the old
     log-probs of freshly generated tokens. Same kernels as `fused_policy_loss`."""
-    chosen = _pick(backend, hidden.device)
+    check_allowed(allowed, hidden.shape[0], weight.shape[0])
+    chosen = _pick(backend, hidden.device, allowed is not None)
     with torch.no_grad():
         if chosen == "triton":
             from azr_kernels.triton_policy_loss import triton_logprobs
 
             return triton_logprobs(hidden, weight, targets, temperature)
         if chosen == "torch":
-            return chunked_logprobs(hidden, weight, targets, temperature)
-        return reference_logprobs(hidden, weight, targets, temperature)
+            return chunked_logprobs(hidden, weight, targets, temperature, allowed)
+        return reference_logprobs(hidden, weight, targets, temperature, allowed)

@@ -5,13 +5,15 @@ This is the path on machines without Triton; it matches the reference to float p
 Gradient of the loss with respect to the scaled logits `z = hidden @ weightᵀ / T` of one token:
 `dL/dz = c_logp · (onehot(target) − p) + c_H · (−p · (log p + H))`, where `c_logp = dL/dlogp` and
 `c_H = dL/dH` come from the clipped surrogate (`loss_terms`), `p = softmax(z)`, `H` its entropy.
+With an `allowed` mask (constrained decoding), `p` is the softmax over the allowed tokens and the
+same formula holds with `p = 0` (and no gradient) on the others.
 """
 
 from __future__ import annotations
 
 import torch
 
-from azr_kernels.types import PolicyLoss, token_weights
+from azr_kernels.types import PolicyLoss, allowed_tokens, entropy_of, masked_log_softmax, token_weights
 
 # Logits held at once: chunk_tokens × vocab floats (32 MiB).
 CHUNK_ELEMENTS = 1 << 23
@@ -50,8 +52,16 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float
     return (hidden.float() @ weight.float().T) / temperature
 
 
+def _allowed_chunk(allowed: torch.Tensor | None, start: int, end: int, vocab: int) -> torch.Tensor | None:
+    return None if allowed is None else allowed_tokens(allowed[start:end], vocab)
+
+
 def chunked_logprobs(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probabilities of `targets` and entropies, a chunk of tokens at a time."""
     tokens = hidden.shape[0]
@@ -63,23 +73,23 @@ def chunked_logprobs(
             end = min(start + step, tokens)
             logits = _chunk_logits(hidden[start:end], weight, temperature)
             # Subtracting the log-sum-exp before anything else keeps large logits from cancelling.
-            log_p = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            log_p = masked_log_softmax(logits, _allowed_chunk(allowed, start, end, weight.shape[0]))
             logprobs[start:end] = log_p.gather(-1, targets[start:end].long().unsqueeze(-1)).squeeze(-1)
-            entropy[start:end] = -(torch.exp(log_p) * log_p).sum(-1)
+            entropy[start:end] = entropy_of(log_p)
     return logprobs, entropy
 
 
 class _ChunkedPolicyLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, c_logp, c_entropy, temperature):
-        ctx.save_for_backward(hidden, weight, targets, c_logp, c_entropy)
+    def forward(ctx, hidden, weight, targets, c_logp, c_entropy, temperature, allowed):
+        ctx.save_for_backward(hidden, weight, targets, c_logp, c_entropy, allowed)
         ctx.temperature = temperature
         # The value is computed outside (it needs no logits); this node only carries the gradient.
         return hidden.new_zeros((), dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, grad_output):
-        hidden, weight, targets, c_logp, c_entropy = ctx.saved_tensors
+        hidden, weight, targets, c_logp, c_entropy, allowed = ctx.saved_tensors
         temperature = ctx.temperature
         grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
@@ -89,13 +99,13 @@ class _ChunkedPolicyLoss(torch.autograd.Function):
             end = min(start + step, hidden.shape[0])
             hidden_f = hidden[start:end].float()
             logits = (hidden_f @ weight_f.T) / temperature
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            log_p = logits - lse
+            log_p = masked_log_softmax(logits, _allowed_chunk(allowed, start, end, weight.shape[0]))
             probs = torch.exp(log_p)
-            entropy = -(probs * log_p).sum(-1, keepdim=True)
+            entropy = entropy_of(log_p).unsqueeze(-1)
             a = c_logp[start:end].unsqueeze(-1)
             b = c_entropy[start:end].unsqueeze(-1)
-            grad_logits = -a * probs - b * probs * (log_p + entropy)
+            # Masked tokens have p = 0: their term is 0 (not 0 · −inf).
+            grad_logits = -a * probs - b * torch.where(probs > 0, probs * (log_p + entropy), 0.0)
             grad_logits.scatter_add_(-1, targets[start:end].long().unsqueeze(-1), a)
             grad_logits *= grad_output / temperature
             if grad_hidden is not None:
@@ -105,6 +115,7 @@ class _ChunkedPolicyLoss(torch.autograd.Function):
         return (
             None if grad_hidden is None else grad_hidden.to(hidden.dtype),
             None if grad_weight is None else grad_weight.to(weight.dtype),
+            None,
             None,
             None,
             None,
@@ -126,11 +137,12 @@ def chunked_policy_loss(
     entropy_coef: float = 0.0,
     aggregation: str = "token",
     seq_ids: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
 ) -> PolicyLoss:
-    logprobs, entropy = chunked_logprobs(hidden.detach(), weight.detach(), targets, temperature)
+    logprobs, entropy = chunked_logprobs(hidden.detach(), weight.detach(), targets, temperature, allowed)
     weights = token_weights(mask, aggregation, seq_ids)
     loss, ratio, clip_fraction, c_logp, c_entropy = loss_terms(
         logprobs, entropy, old_logprobs, advantages, weights, clip_low, clip_high, entropy_coef
     )
-    carrier = _ChunkedPolicyLoss.apply(hidden, weight, targets, c_logp, c_entropy, temperature)
+    carrier = _ChunkedPolicyLoss.apply(hidden, weight, targets, c_logp, c_entropy, temperature, allowed)
     return PolicyLoss(loss.detach() + carrier, logprobs, entropy, ratio.detach(), clip_fraction.detach())

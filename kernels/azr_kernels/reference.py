@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import torch
 
-from azr_kernels.types import PolicyLoss, token_weights
+from azr_kernels.types import PolicyLoss, allowed_tokens, entropy_of, masked_log_softmax, token_weights
 
 
 def reference_logprobs(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probabilities of `targets` and entropies, in fp32."""
+    """Per-token log-probabilities of `targets` and entropies, in fp32; with `allowed` (bitmask
+    rows), of the distribution over the allowed tokens only."""
     logits = hidden.float() @ weight.float().T / temperature
-    log_probs = torch.log_softmax(logits, dim=-1)
+    log_probs = masked_log_softmax(logits, None if allowed is None else allowed_tokens(allowed, weight.shape[0]))
     logprobs = log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
-    return logprobs, entropy
+    return logprobs, entropy_of(log_probs)
 
 
 def reference_policy_loss(
@@ -33,8 +37,9 @@ def reference_policy_loss(
     entropy_coef: float = 0.0,
     aggregation: str = "token",
     seq_ids: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
 ) -> PolicyLoss:
-    logprobs, entropy = reference_logprobs(hidden, weight, targets, temperature)
+    logprobs, entropy = reference_logprobs(hidden, weight, targets, temperature, allowed)
     ratio = torch.exp(logprobs - old_logprobs.float())
     advantages = advantages.float()
     unclipped = -advantages * ratio

@@ -41,6 +41,28 @@ def token_weights(mask: torch.Tensor, aggregation: str, seq_ids: torch.Tensor | 
     return mask / counts[seq_ids].clamp(min=1.0) / sequences
 
 
+def allowed_tokens(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """`[T, ⌈V/32⌉]` int32 bitmask rows (bit `j` of word `i` set: token `32·i + j` may be sampled;
+    the layout guided-decoding libraries such as xgrammar fill) as a `[T, V]` bool tensor."""
+    shifts = torch.arange(32, device=bitmask.device, dtype=torch.int32)
+    bits = (bitmask.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab].bool()
+
+
+def masked_log_softmax(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """log softmax over the allowed tokens only (−inf elsewhere): the distribution a constrained
+    sampler draws from."""
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
+def entropy_of(log_p: torch.Tensor) -> torch.Tensor:
+    """−Σ p log p over the last axis, where tokens of probability 0 (masked) add nothing."""
+    # `where` on the factor, not the product: 0 · −inf would be NaN, in the values and the gradients.
+    return -(torch.exp(log_p) * torch.where(torch.isinf(log_p), 0.0, log_p)).sum(-1)
+
+
 def check_inputs(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -64,3 +86,13 @@ def check_inputs(
             raise ValueError(f"{name} must have shape [{tokens}], got {tuple(tensor.shape)}")
     if tokens and (int(targets.min()) < 0 or int(targets.max()) >= weight.shape[0]):
         raise ValueError(f"targets must be token ids in [0, {weight.shape[0]})")
+
+
+def check_allowed(allowed: torch.Tensor | None, tokens: int, vocab: int) -> None:
+    if allowed is None:
+        return
+    words = (vocab + 31) // 32
+    if allowed.dtype != torch.int32 or allowed.shape != (tokens, words):
+        raise ValueError(
+            f"allowed must be an int32 bitmask of shape [{tokens}, {words}], got {allowed.dtype} {tuple(allowed.shape)}"
+        )
