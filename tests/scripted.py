@@ -44,7 +44,10 @@ class ScriptedEngine:
         *,
         progress: ProgressCallback | None = None,
         on_completion: CompletionCallback | None = None,
+        guides: Sequence[str] | None = None,
     ) -> list[Completion]:
+        # Scripted text is what it is: `guides` are taken and not applied (runs that need them use a
+        # real engine).
         tokenizer = self.policy.tokenizer
         results = []
         for index, prompt in enumerate(prompts):

@@ -84,6 +84,7 @@ def azr(*args: str) -> subprocess.CompletedProcess[str]:
 def test_selfplay_command_runs_resumes_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "run"
     tiny = ["--preset", "smoke", "--set", "model=tiny-qwen2", "--set", "max_response_tokens=16", "--quiet"]
+    tiny += ["--set", "guided_format=false"]
     first = azr("selfplay", *tiny, "--out", str(out))
     assert first.returncode == 0, first.stderr
     assert "step 1/1" in first.stderr
@@ -106,6 +107,8 @@ def test_selfplay_command_runs_resumes_and_plots(tmp_path: Path) -> None:
 def test_command_line_errors_are_clear(tmp_path: Path) -> None:
     result = azr("selfplay", "--set", "nonsense=1", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "unknown setting 'nonsense'" in result.stderr
+    result = azr("selfplay", "--preset", "smoke", "--set", "max_response_tokens=60", "--out", str(tmp_path / "g"))
+    assert result.returncode == 2 and "needs at least 104 tokens; max_response_tokens is 60" in result.stderr
     result = azr("selfplay", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "y"))
     assert result.returncode == 2 and "does not exist" in result.stderr
     result = azr("selfplay", "--resume", "--out", str(tmp_path / "empty"))

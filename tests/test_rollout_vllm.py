@@ -148,3 +148,26 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path: Path) -> None:
 def test_auto_picks_vllm_for_models_it_supports(policy: Policy) -> None:
     assert vllm_supports(policy.model)
     assert not vllm_supports(tiny_qwen2(seed=0).model)  # heads of 16 dimensions
+
+
+def test_guided_generation_is_formatted_with_the_trainers_constrained_logprobs(
+    engine: VLLMEngine, policy: Policy
+) -> None:
+    from azr.guided import Grammars, task_role_regex
+    from azr.parsing import parse_solution
+    from azr.tasks import Role, TaskType
+    from azr.trainer import Sample, completion_hidden, grammar_masks
+    from azr_kernels import token_logprobs
+
+    engine.sync_weights(policy.model)
+    regex = task_role_regex(Role.SOLVE, TaskType.DEDUCTION, 1, 60)
+    completions = engine.generate(PROMPTS, SamplingParams(max_new_tokens=60), guides=[regex] * len(PROMPTS))
+    grammars = Grammars(policy.tokenizer, policy.model.get_output_embeddings().weight.shape[0])
+    for completion in completions:
+        assert completion.finish_reason == "stop" and parse_solution(TaskType.DEDUCTION, completion.text).formatted
+        sample = Sample(completion.prompt_ids, completion.token_ids, completion.logprobs, 1.0, completion.guide)
+        with torch.no_grad():
+            hidden, targets, _ = completion_hidden(policy.model, [sample])
+            head = policy.model.get_output_embeddings().weight
+            trainer, _ = token_logprobs(hidden, head, targets, allowed=grammar_masks(grammars)([sample]))
+        torch.testing.assert_close(trainer, torch.tensor(completion.logprobs), atol=1e-3, rtol=0)

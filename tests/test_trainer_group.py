@@ -148,7 +148,12 @@ def test_without_ray_more_trainer_workers_is_a_clear_error() -> None:
 
 def selfplay_step(out, trainer_workers: int) -> dict[str, float]:
     config = dataclasses.replace(
-        load_config("smoke"), model="tiny-qwen2", lr=1e-3, max_response_tokens=24, trainer_workers=trainer_workers
+        load_config("smoke"),
+        model="tiny-qwen2",
+        lr=1e-3,
+        max_response_tokens=24,
+        guided_format=False,
+        trainer_workers=trainer_workers,
     )
     policy = tiny_qwen2(seed=0)
     engine = ScriptedEngine(policy, mixed_policy(config.induction_inputs))

@@ -105,7 +105,7 @@ class _ChunkedPolicyLoss(torch.autograd.Function):
             a = c_logp[start:end].unsqueeze(-1)
             b = c_entropy[start:end].unsqueeze(-1)
             # Masked tokens have p = 0: their term is 0 (not 0 · −inf).
-            grad_logits = -a * probs - b * torch.where(probs > 0, probs * (log_p + entropy), 0.0)
+            grad_logits = -a * probs - torch.where(probs > 0, b * probs * (log_p + entropy), 0.0)
             grad_logits.scatter_add_(-1, targets[start:end].long().unsqueeze(-1), a)
             grad_logits *= grad_output / temperature
             if grad_hidden is not None:

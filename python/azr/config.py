@@ -38,6 +38,9 @@ class SelfPlayConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     generation_batch_size: int = 16
+    # Constrain every completion to its task-role's answer format (azr.guided): no format penalty can
+    # occur, and the update is the policy gradient of the constrained policy. Off in the paper's setup.
+    guided_format: bool = False
     # Rewards and advantages
     extreme_proposer_reward: float = PAPER_EXTREME  # −0.5 reproduces the reference code
     advantage_statistics: AdvantageStatistics = "sequence"  # "token": token-weighted, as the reference code
@@ -147,6 +150,12 @@ class SelfPlayConfig:
             raise ValueError(f"gpu_memory_gb must be positive, got {self.gpu_memory_gb}")
         if self.induction_inputs < 2:
             raise ValueError("induction_inputs must be at least 2 (half are shown, half are hidden)")
+        if self.guided_format:
+            from azr.guided import task_role_regex
+            from azr.tasks import TASK_ROLES
+
+            for role, task in TASK_ROLES:
+                task_role_regex(role, task, self.induction_inputs, self.max_response_tokens)
         if self.buffer_eviction not in EVICTIONS:
             raise ValueError(f"buffer_eviction must be one of {EVICTIONS}, got {self.buffer_eviction!r}")
         for name, hint in get_type_hints(SelfPlayConfig).items():
@@ -170,7 +179,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "induction_inputs": 4,
         "learnability_samples": 2,
         "max_prompt_tokens": 2048,
-        "max_response_tokens": 96,
+        # Room for the guided induction proposal's format (4 inputs and a message) and short bodies.
+        "max_response_tokens": 144,
+        "guided_format": True,
         "generation_batch_size": 12,
         "micro_batch_tokens": 4096,
         "gradient_checkpointing": False,

@@ -11,11 +11,21 @@ from dataclasses import dataclass
 
 from azr.tasks import TaskType
 
+# The format, in one place: the parser reads it, and `azr.guided` builds the decoding grammar that
+# makes a model write it.
+THINK_END = "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+FENCE = "```"
+# The fenced blocks each kind of answer holds, in the order the prompts ask for them.
+PROPOSAL_BLOCKS = ("python", "input")
+INDUCTION_INPUT_BLOCK, INDUCTION_MESSAGE_BLOCK = "input", "message"
+SOLUTION_BLOCK = {TaskType.DEDUCTION: "output", TaskType.ABDUCTION: "input", TaskType.INDUCTION: "python"}
+
 # The whole completion (with the prompt's opening `<think>`) must start with a think block followed by
 # an answer block, as the reference's format check (`re.match`) requires; text after it is ignored.
-_R1 = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_FENCE = re.compile(r"```[ \t]*([A-Za-z_][\w]*)?[ \t]*\n(.*?)```", re.DOTALL)
+_R1 = re.compile(rf"<think>.*?{THINK_END}\s*{ANSWER_OPEN}.*?{ANSWER_CLOSE}", re.DOTALL)
+_ANSWER = re.compile(rf"{ANSWER_OPEN}(.*?){ANSWER_CLOSE}", re.DOTALL)
+_FENCE = re.compile(rf"{FENCE}[ \t]*([A-Za-z_][\w]*)?[ \t]*\n(.*?){FENCE}", re.DOTALL)
 _PYTHON_TAGS = {"python", "py", "python3", None}
 
 # Longer answers are not parsed further: no valid program or value needs this much text.
@@ -42,9 +52,9 @@ def extract_answer(completion: str) -> Answer:
     """The content of the last complete `<answer>` block of a well-formatted completion."""
     text = "<think>" + normalize(completion)
     if not _R1.match(text):
-        if "</think>" not in text:
-            return Answer(None, "the thinking is never closed with </think>")
-        if "<answer>" not in text:
+        if THINK_END not in text:
+            return Answer(None, f"the thinking is never closed with {THINK_END}")
+        if ANSWER_OPEN not in text:
             return Answer(None, "no <answer> block")
         return Answer(None, "the <answer> block is not closed, or is not right after </think>")
     answers = _ANSWER.findall(text)
@@ -101,8 +111,9 @@ def parse_proposal(completion: str) -> Parsed:
     answer = extract_answer(completion)
     if answer.text is None:
         return Parsed(None, answer.reason)
-    program = last_block(answer.text, _PYTHON_TAGS - {None})
-    given = last_block(answer.text, {"input"})
+    program_tag, input_tag = PROPOSAL_BLOCKS
+    program = last_block(answer.text, _PYTHON_TAGS - {None} | {program_tag})
+    given = last_block(answer.text, {input_tag})
     if program is None or not program.strip():
         return Parsed(None, "no ```python block in the answer")
     if given is None or not given.strip():
@@ -115,8 +126,9 @@ def parse_induction_proposal(completion: str, num_inputs: int) -> Parsed:
     answer = extract_answer(completion)
     if answer.text is None:
         return Parsed(None, answer.reason)
-    inputs = [body.strip() for tag, body in fenced_blocks(answer.text) if tag == "input" and body.strip()]
-    message = last_block(answer.text, {"message"})
+    blocks = fenced_blocks(answer.text)
+    inputs = [body.strip() for tag, body in blocks if tag == INDUCTION_INPUT_BLOCK and body.strip()]
+    message = last_block(answer.text, {INDUCTION_MESSAGE_BLOCK})
     if not inputs:
         return Parsed(None, "no ```input block in the answer")
     if message is None or not message.strip():
@@ -125,9 +137,9 @@ def parse_induction_proposal(completion: str, num_inputs: int) -> Parsed:
 
 
 _SOLUTION_TAGS = {
-    TaskType.DEDUCTION: {"output"},
-    TaskType.ABDUCTION: {"input"},
-    TaskType.INDUCTION: _PYTHON_TAGS,
+    TaskType.DEDUCTION: {SOLUTION_BLOCK[TaskType.DEDUCTION]},
+    TaskType.ABDUCTION: {SOLUTION_BLOCK[TaskType.ABDUCTION]},
+    TaskType.INDUCTION: _PYTHON_TAGS | {SOLUTION_BLOCK[TaskType.INDUCTION]},
 }
 
 

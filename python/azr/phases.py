@@ -222,8 +222,10 @@ def generate_and_check(
     *,
     phase: str,
     progress: ProgressCallback | None = None,
+    guide: Callable[[Rollout], str] | None = None,
 ) -> None:
-    """Generate every rollout of a phase in one engine call, handing each completion's check to
+    """Generate every rollout of a phase in one engine call (each constrained to `guide(rollout)`,
+    its format grammar, when given), handing each completion's check to
     the executor as soon as it is ready; the phase ends when the last outcome is in. Checks the
     executor failed on are run once more; those that fail again stay undecided (counted in
     `executor/internal`), and a phase where every check failed stops the run."""
@@ -241,7 +243,13 @@ def generate_and_check(
     seconds = times.seconds
     started = time.perf_counter()
     try:
-        engine.generate([r.prompt for r in rollouts], sampling, progress=progress, on_completion=ready)
+        engine.generate(
+            [r.prompt for r in rollouts],
+            sampling,
+            progress=progress,
+            on_completion=ready,
+            guides=None if guide is None else [guide(r) for r in rollouts],
+        )
     finally:
         seconds["generate"] += time.perf_counter() - started
         timing = stream.finish()
@@ -305,5 +313,6 @@ def training_samples(trained: Sequence[Rollout]) -> list[Sample]:
     for rollout in trained:
         completion = rollout.completion
         assert completion is not None
-        samples.append(Sample(completion.prompt_ids, completion.token_ids, completion.logprobs, rollout.advantage))
+        c = completion
+        samples.append(Sample(c.prompt_ids, c.token_ids, c.logprobs, rollout.advantage, c.guide))
     return samples

@@ -3,6 +3,12 @@
 All prompts of a phase go to the engine in one call. Engines implement `RolloutEngine`:
 `HFEngine` (transformers `generate`; the CPU default and the test engine) here, `VLLMEngine` in
 `azr.rollout_vllm`.
+
+With `guides` (one regular expression per prompt, `azr.guided`), each completion is sampled from
+the policy restricted, token by token, to what its grammar allows; its log-probs are then those of
+that constrained distribution (the softmax over the allowed tokens), which the trainer recomputes
+with the same masks. A guided completion ends with the end-of-sequence token its grammar forces
+after the answer, not at a stop string.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from azr_kernels.types import allowed_tokens, masked_log_softmax
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from azr.guided import Grammars
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -40,10 +49,11 @@ class Completion:
     prompt_ids: tuple[int, ...]
     token_ids: tuple[int, ...]
     # log π(token) per token, in the distribution the trainer computes: softmax(logits / temperature)
-    # over the whole vocabulary (before any top-p truncation), whichever engine sampled it
+    # over the whole vocabulary (before any top-p truncation), or over the tokens the guide allowed
     logprobs: tuple[float, ...]
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    guide: str | None = None  # the grammar (regular expression) sampling was constrained to
 
 
 # Called as `on_completion(index, completion)` as soon as the completion of `prompts[index]` is ready.
@@ -58,8 +68,10 @@ class RolloutEngine(Protocol):
         *,
         progress: ProgressCallback | None = None,
         on_completion: CompletionCallback | None = None,
+        guides: Sequence[str] | None = None,
     ) -> list[Completion]:
-        """Completions in prompt order; each is also handed to `on_completion` as soon as it is ready."""
+        """Completions in prompt order; each is also handed to `on_completion` as soon as it is ready.
+        `guides`, when given, holds one grammar per prompt."""
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the engine sample from `model`'s current weights."""
@@ -83,6 +95,13 @@ class HFEngine:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.eos_ids = _eos_ids(model, tokenizer)
+        self._grammars: Grammars | None = None
+
+    @property
+    def grammars(self) -> Grammars:
+        if self._grammars is None:
+            self._grammars = Grammars(self.tokenizer, self.model.get_output_embeddings().weight.shape[0])
+        return self._grammars
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         if model is not self.model:
@@ -102,14 +121,19 @@ class HFEngine:
         *,
         progress: ProgressCallback | None = None,
         on_completion: CompletionCallback | None = None,
+        guides: Sequence[str] | None = None,
     ) -> list[Completion]:
+        if guides is not None and len(guides) != len(prompts):
+            raise ValueError(f"{len(guides)} guides for {len(prompts)} prompts")
         encoded = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         results: list[Completion | None] = [None] * len(prompts)
         done = 0
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            for index, completion in zip(batch, self._generate_batch([encoded[i] for i in batch], params), strict=True):
+            batch_guides = None if guides is None else [guides[i] for i in batch]
+            generated = self._generate_batch([encoded[i] for i in batch], params, batch_guides)
+            for index, completion in zip(batch, generated, strict=True):
                 results[index] = completion
                 if on_completion is not None:
                     on_completion(index, completion)
@@ -119,7 +143,9 @@ class HFEngine:
         return [r for r in results if r is not None]
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def _generate_batch(
+        self, prompts: list[list[int]], params: SamplingParams, guides: list[str] | None
+    ) -> list[Completion]:
         device = self.model.device
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -137,7 +163,8 @@ class HFEngine:
                     else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
                 ),
                 max_new_tokens=params.max_new_tokens,
-                stop_strings=list(params.stop) or None,
+                stop_strings=(list(params.stop) or None) if guides is None else None,
+                logits_processor=None if guides is None else [self.grammars.logits_processor(guides)],
                 tokenizer=self.tokenizer,
                 pad_token_id=pad,
                 eos_token_id=self.eos_ids,
@@ -155,13 +182,21 @@ class HFEngine:
             tokens = generated[row].tolist()
             length, reason = self._length(tokens, params)
             tokens = tokens[:length]
+            row_logprobs = logprobs[row, :length]
+            guide = None if guides is None else guides[row]
+            if guide is not None:
+                allowed = allowed_tokens(self.grammars.allowed(guide, tokens), logits.shape[-1])
+                row_logprobs = masked_log_softmax(logits[row, :length], allowed).gather(
+                    -1, generated[row, :length].unsqueeze(-1)
+                )[:, 0]
             completions.append(
                 Completion(
                     prompt_ids=tuple(prompt),
                     token_ids=tuple(tokens),
-                    logprobs=tuple(logprobs[row, :length].tolist()),
+                    logprobs=tuple(row_logprobs.tolist()),
                     text=self.tokenizer.decode(tokens, skip_special_tokens=True),
                     finish_reason=reason,
+                    guide=guide,
                 )
             )
         return completions

@@ -119,11 +119,17 @@ class VLLMEngine:
         *,
         progress: ProgressCallback | None = None,
         on_completion: CompletionCallback | None = None,
+        guides: Sequence[str] | None = None,
     ) -> list[Completion]:
         """All prompts go to the engine at once; each completion is handed to `on_completion(index,
-        completion)` as soon as it finishes, while the others are still generating."""
+        completion)` as soon as it finishes, while the others are still generating. A guided
+        request uses vLLM's structured outputs; its log-probs, taken after the grammar's mask, are
+        those of the constrained distribution."""
         from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
+        if guides is not None and len(guides) != len(prompts):
+            raise ValueError(f"{len(guides)} guides for {len(prompts)} prompts")
         if params.top_p < 1:
             raise ValueError(
                 "top_p < 1 with the vLLM engine: vLLM reports log-probs of the truncated distribution, not "
@@ -145,6 +151,9 @@ class VLLMEngine:
         indices = {}
         for index, ids in enumerate(encoded):
             request = sampling.clone()
+            if guides is not None:
+                request.structured_outputs = StructuredOutputsParams(regex=guides[index])
+                request.stop = None
             # A seed per request, from the engine's seed and a call counter: repeated prompts get
             # different samples, and a run is reproducible whatever order requests are scheduled in.
             request.seed = (self.seed * 1_000_003 + self.calls * 65_537 + index) % 2**31
@@ -158,7 +167,8 @@ class VLLMEngine:
                 if not output.finished:
                     continue
                 index = indices[output.request_id]
-                results[index] = _completion(encoded[index], output.outputs[0])
+                guide = None if guides is None else guides[index]
+                results[index] = _completion(encoded[index], output.outputs[0], guide)
                 done += 1
                 if on_completion is not None:
                     on_completion(index, results[index])
@@ -242,11 +252,11 @@ class VLLMEngine:
             self.asleep = True
 
 
-def _completion(prompt_ids: list[int], sample) -> Completion:
+def _completion(prompt_ids: list[int], sample, guide: str | None) -> Completion:
     tokens = tuple(sample.token_ids)
     logprobs = tuple(step[token].logprob for step, token in zip(sample.logprobs or [], tokens, strict=True))
     reason = "length" if sample.finish_reason == "length" else "stop"
-    return Completion(tuple(prompt_ids), tokens, logprobs, sample.text, reason)
+    return Completion(tuple(prompt_ids), tokens, logprobs, sample.text, reason, guide)
 
 
 def default_tolerance(model: torch.nn.Module) -> float:

@@ -37,6 +37,7 @@ from azr.eval.runner import evaluate as run_eval
 from azr.eval.runner import results as eval_results
 from azr.executor import Executor, ExecutorProtocol, RemoteExecutor
 from azr.executor.progress import bar_callback
+from azr.guided import task_role_regex
 from azr.metrics import RunLog, step_metrics
 from azr.models import Policy, load_policy
 from azr.parsing import Proposal
@@ -223,8 +224,21 @@ class SelfPlay:
     ) -> None:
         bar = self._bar(phase)
         phases.generate_and_check(
-            self.engine, self.executor, rollouts, self.sampling, make_check, times, phase=phase, progress=bar
+            self.engine,
+            self.executor,
+            rollouts,
+            self.sampling,
+            make_check,
+            times,
+            phase=phase,
+            progress=bar,
+            guide=self.guide if self.config.guided_format else None,
         )
+
+    def guide(self, rollout: Rollout) -> str:
+        """The format grammar of a rollout's task-role."""
+        config = self.config
+        return task_role_regex(rollout.role, rollout.task, config.induction_inputs, config.max_response_tokens)
 
     def _bar(self, what: str) -> Callable[[int, int], None] | None:
         return bar_callback(f"step {self.step_index}: {what}") if self.progress else None
@@ -274,7 +288,8 @@ def make_trainer(
 ) -> Trainer | TrainerGroup:
     """The update in this process (`trainer_workers=0`), or on a group of Ray trainer workers."""
     if not config.trainer_workers:
-        return Trainer(policy.model, train_config(config), reference)
+        return Trainer(policy.model, train_config(config), reference, tokenizer=policy.tokenizer)
+
     return TrainerGroup.start(config, train_config(config), checkpoint=None, last_checkpoint=last_checkpoint)
 
 

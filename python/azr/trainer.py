@@ -4,6 +4,11 @@ The loss comes from `azr_kernels.fused_policy_loss` on the decoder's final hidde
 LM-head weight, so `[tokens × vocab]` logits are never materialised (the Triton kernel on GPU, a
 chunked PyTorch path on CPU). Sequences are processed in micro-batches bounded by a token budget;
 the loss is normalised over the whole step, so micro-batching does not change it.
+
+A sample generated under a format grammar (`Sample.guide`, `azr.guided`) was drawn from the policy
+restricted to the tokens its grammar allowed at each step; its log-probs, ratio, entropy and
+gradient are computed for that same constrained distribution (the grammar's masks replayed over
+its tokens), so the update is the exact policy gradient of the policy as it is sampled.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from azr.guided import Grammars
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class Sample:
     completion_ids: tuple[int, ...]
     old_logprobs: tuple[float, ...]
     advantage: float
+    guide: str | None = None  # the grammar it was sampled under, if any
 
     def __post_init__(self) -> None:
         if len(self.completion_ids) != len(self.old_logprobs):
@@ -87,6 +95,28 @@ class Totals:
 # that every rank makes the same sequence of collective calls.
 PADDING = Sample((0,), (0,), (0.0,), 0.0)
 
+# The allowed-token masks of a micro-batch's completion tokens (`[tokens, ⌈V/32⌉]` int32), or None
+# when no sample of it was guided.
+AllowedTokens = Callable[[Sequence[Sample]], "torch.Tensor | None"]
+
+
+def grammar_masks(grammars: Grammars) -> AllowedTokens:
+    """Masks replayed from each guided sample's grammar; unguided samples allow every token."""
+
+    def allowed(batch: Sequence[Sample]) -> torch.Tensor | None:
+        if not any(s.guide for s in batch):
+            return None
+        words = (grammars.vocab_size + 31) // 32
+        rows = [
+            grammars.allowed(s.guide, s.completion_ids)
+            if s.guide
+            else torch.full((len(s.completion_ids), words), -1, dtype=torch.int32)
+            for s in batch
+        ]
+        return torch.cat(rows)
+
+    return allowed
+
 
 class PolicyObjective(torch.nn.Module):
     """The policy loss of one micro-batch as one call of one module: the decoder's hidden states,
@@ -98,11 +128,13 @@ class PolicyObjective(torch.nn.Module):
         model: PreTrainedModel,
         config: TrainConfig,
         reference_logprobs: Callable[[Sequence[Sample], torch.Tensor], torch.Tensor] | None = None,
+        allowed_tokens: AllowedTokens | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.reference_logprobs = reference_logprobs
+        self.allowed_tokens = allowed_tokens
 
     def forward(self, batch: Sequence[Sample], share: float, totals: Totals) -> tuple[torch.Tensor, dict[str, float]]:
         """`share` × this batch's loss (its part of the step's loss), and its part of the statistics."""
@@ -113,11 +145,16 @@ class PolicyObjective(torch.nn.Module):
         device = hidden.device
         advantages = torch.tensor([s.advantage for s in batch for _ in s.completion_ids], device=device)
         old = torch.tensor([lp for s in batch for lp in s.old_logprobs], device=device)
+        if self.allowed_tokens is None and any(s.guide for s in batch):
+            # Never a silently unconstrained update of samples drawn under a grammar.
+            raise ValueError("guided samples need a trainer made with the tokenizer, to replay their grammars")
+        allowed = self.allowed_tokens(batch) if self.allowed_tokens is not None else None
+        allowed = None if allowed is None else allowed.to(device)
         stats: dict[str, float] = {}
         scale = 1.0 / max(totals.tokens, 1) if share else 0.0
         if config.tis_cap > 0:
             advantages, old, truncated, weight_sum = _importance_weights(
-                hidden, head, targets, advantages, old, config.temperature, config.tis_cap
+                hidden, head, targets, advantages, old, config.temperature, config.tis_cap, allowed
             )
             stats["tis_truncated"] = truncated * scale
             stats["tis_weight_mean"] = weight_sum * scale
@@ -135,6 +172,7 @@ class PolicyObjective(torch.nn.Module):
             aggregation=config.aggregation,
             seq_ids=seq_ids,
             backend=config.loss_backend,
+            allowed=allowed,
         )
         tokens = len(targets)
         loss = out.loss * share
@@ -166,6 +204,7 @@ class Trainer:
         *,
         shard: Callable[[torch.nn.Module], None] | None = None,
         ranks: int = 1,
+        tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         if config.kl_coef > 0 and reference is None:
             raise ValueError("kl_coef > 0 needs a reference model")
@@ -175,7 +214,10 @@ class Trainer:
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         reference_logprobs = partial(_reference_logprobs, reference, config.temperature) if reference else None
-        self.objective = PolicyObjective(model, config, reference_logprobs)
+        # Samples generated under a format grammar are trained with its masks (`tokenizer` needed).
+        vocab = model.get_output_embeddings().weight.shape[0]
+        allowed = grammar_masks(Grammars(tokenizer, vocab)) if tokenizer is not None else None
+        self.objective = PolicyObjective(model, config, reference_logprobs, allowed)
         if shard is not None:
             shard(self.objective)
         self.optimizer = torch.optim.AdamW(
@@ -263,11 +305,12 @@ def _importance_weights(
     engine: torch.Tensor,
     temperature: float,
     cap: float,
+    allowed: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
     """Advantages weighted by the capped trainer/engine ratio, the trainer's log-probs as the new
     `old`, and how many tokens were truncated and the weights' sum (for the logs)."""
     with torch.no_grad():
-        trainer, _ = token_logprobs(hidden.detach(), head, targets, temperature)
+        trainer, _ = token_logprobs(hidden.detach(), head, targets, temperature, allowed=allowed)
         ratio = torch.exp(trainer.float() - engine)
         weights = ratio.clamp(max=cap)
     return advantages * weights, trainer.float(), float((ratio > cap).sum()), float(weights.sum())

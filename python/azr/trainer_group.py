@@ -100,7 +100,7 @@ class TrainerWorker:
                 fully_shard(layer, mesh=mesh, mp_policy=precision)
             fully_shard(objective, mesh=mesh, mp_policy=precision)
 
-        self.trainer = Trainer(model, self.train, shard=shard, ranks=self.world)
+        self.trainer = Trainer(model, self.train, shard=shard, ranks=self.world, tokenizer=policy.tokenizer)
         if checkpoint:
             self.trainer.load(Path(checkpoint) / WEIGHTS)
 
