@@ -12,8 +12,8 @@ import pytest
 from .conftest import SHARED_DATA
 
 
-def bench(module: str, *args: str) -> str:
-    command = [sys.executable, "-m", module, "--data", str(SHARED_DATA), *args]
+def bench(module: str, *args: str, data: bool = True) -> str:
+    command = [sys.executable, "-m", module, *(["--data", str(SHARED_DATA)] if data else []), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -45,3 +45,20 @@ def test_trainer_benchmark_compares_the_update_in_one_process_and_on_workers() -
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| in this process |" in result.stdout and "| 2 Ray worker(s), FSDP2 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_rollout_benchmark_compares_the_engines() -> None:
+    pytest.importorskip("vllm")
+    out = bench("azr.bench.rollout", "--prompts", "2", "--max-new-tokens", "8", "--skip-step", data=False)
+    assert "| hf |" in out and "| vllm |" in out
+    assert json.loads(out.strip().splitlines()[-1])["vllm_over_hf"] > 0
+
+
+@pytest.mark.slow
+def test_guided_benchmark_gives_the_overhead_of_each_engine() -> None:
+    out = bench("azr.bench.guided", "--prompts", "3", "--reps", "1", data=False)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["hf/guided_over_free"] > 0 and "| hf | guided |" in out
+    # Guided completions are all formatted.
+    assert all(line.endswith("| 100% |") for line in out.splitlines() if "| guided |" in line)

@@ -162,3 +162,30 @@ def test_a_guided_step_with_the_hf_engine_has_no_format_errors(tmp_path: Path) -
     errors = {name: value for name, value in row.items() if name.startswith("format_error/")}
     assert len(errors) == 6 and not any(errors.values()), errors
     assert torch.isfinite(torch.tensor(row["train/loss"])) and row["train/ratio_max"] == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_two_trainer_workers_make_the_single_process_update_on_guided_samples(policy: Policy) -> None:
+    from azr.trainer_group import TrainerGroup
+
+    samples = [
+        Sample(c.prompt_ids, c.token_ids, c.logprobs, 1.5 - i % 3, c.guide)
+        for i, c in enumerate(guided_completions(policy))
+    ]
+    train = TrainConfig(lr=1e-3, micro_batch_tokens=512, gradient_checkpointing=False)
+    config = dataclasses.replace(load_config("smoke"), model="tiny-qwen2", seed=0, trainer_workers=2)
+    single = tiny_qwen2(seed=0).model
+    expected = Trainer(single, train, tokenizer=policy.tokenizer).step(samples)
+    trainers = TrainerGroup.start(config, train, checkpoint=None, last_checkpoint=lambda: "none yet")
+    try:
+        stats = trainers.step(samples)
+        updated = tiny_qwen2(seed=99).model
+        trainers.publish(updated)
+    finally:
+        trainers.shutdown()
+    assert stats["ratio_max"] == pytest.approx(1.0, abs=1e-4)
+    for name in ("loss", "entropy", "ratio_mean"):
+        assert stats[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+    whole = torch.cat([p.detach().flatten() for p in single.parameters()])
+    sharded = torch.cat([p.detach().flatten() for p in updated.parameters()])
+    assert float((whole - sharded).norm() / whole.norm()) <= 1e-5

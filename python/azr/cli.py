@@ -4,6 +4,7 @@ azr selfplay --preset smoke                      # one CPU step with SmolLM2-135
 azr selfplay --config run.yaml --out runs/x      # a run configured in a file
 azr selfplay --out runs/x --resume --steps 20    # continue from the latest checkpoint
 azr plot runs/x                                  # PNG curves from runs/x/metrics.jsonl
+azr plot --compare runs/x runs/x-control         # two runs (or more) on one figure
 azr export runs/x --step 20 --to models/x-20     # a checkpoint as a Hugging Face model directory
 azr selfplay --preset paper --set trainer_workers=4 --dry-run   # the memory plan, without starting
 azr eval --model runs/x --benchmarks all --out evals/x            # the paper's benchmarks, greedy
@@ -81,8 +82,14 @@ def _selfplay(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from azr.plot import plot_run
+    from azr.plot import plot_compare, plot_run
 
+    if args.compare:
+        runs = [Path(run) for run in args.compare]
+        print(plot_compare(runs, Path(args.out) if args.out else runs[0] / "plots" / "compare.png"))
+        return 0
+    if not args.run_dir:
+        raise ValueError("azr plot needs a run directory, or --compare RUN_A RUN_B")
     written = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
     for path in written:
         print(path)
@@ -189,7 +196,14 @@ def parser() -> argparse.ArgumentParser:
     )
     selfplay.set_defaults(handler=_selfplay)
     plot = commands.add_parser("plot", help="write PNG curves of a run's metrics")
-    plot.add_argument("run_dir", help="a run directory (holding metrics.jsonl)")
+    plot.add_argument("run_dir", nargs="?", help="a run directory (holding metrics.jsonl)")
+    plot.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="draw these runs on one figure (valid proposals, solver accuracy, rewards), e.g. a run and its "
+        "lr=0 control; written to --out (default: FIRST_RUN/plots/compare.png)",
+    )
     plot.add_argument("--out", help="where to write the PNGs (default: RUN_DIR/plots)")
     plot.set_defaults(handler=_plot)
     export = commands.add_parser(

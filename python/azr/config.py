@@ -190,6 +190,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 1,
         "executor_timeout_s": 5.0,
     },
+    # Does self-play learn at all on two CPU cores? SmolLM2-135M with guided format, the largest run
+    # that fits an hour (docs/learning.md); compare with its control, the same run with lr=0.
+    "learn-cpu": {
+        "batch_size": 4,
+        "references": 2,
+        "induction_inputs": 3,
+        "learnability_samples": 2,
+        "max_prompt_tokens": 2048,
+        "max_response_tokens": 160,
+        "guided_format": True,
+        "generation_batch_size": 12,
+        # Checkpointed activations in small micro-batches: ~4 GiB instead of ~12, so that a run and its
+        # control fit side by side in 24 GiB (the update is the same).
+        "micro_batch_tokens": 2048,
+        "gradient_checkpointing": True,
+        "lr": 5e-6,
+        "steps": 40,
+        "checkpoint_every": 10,
+        "executor_timeout_s": 5.0,
+    },
 }
 
 

@@ -61,3 +61,44 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+# What `azr plot --compare` draws: one panel per family, every run on each.
+COMPARED = {"valid proposals": "valid_proposal/", "solver accuracy": "accuracy/", "reward": "reward/"}
+
+
+def plot_compare(run_dirs: list[Path], out: Path) -> Path:
+    """One figure of valid-proposal rate and solver accuracy per task and reward per task-role, with
+    every run on each panel: a colour per series, a line style per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(run_dirs) < 2:
+        raise ValueError("--compare needs at least two run directories")
+    runs = {run_dir: read_metrics(run_dir) for run_dir in run_dirs}
+    empty = [str(run_dir) for run_dir, rows in runs.items() if not rows]
+    if empty:
+        raise ValueError(f"no steps yet in {', '.join(empty)}")
+    styles = ["-", "--", ":", "-."]
+    figure, panels = plt.subplots(1, len(COMPARED), figsize=(6 * len(COMPARED), 4.5))
+    for axes, (title, prefix) in zip(panels, COMPARED.items(), strict=True):
+        names = sorted({name for rows in runs.values() for row in rows for name in row if name.startswith(prefix)})
+        colours = {name: f"C{index}" for index, name in enumerate(names)}
+        for index, (run_dir, rows) in enumerate(runs.items()):
+            for name in names:
+                points = [(row["step"], row[name]) for row in rows if name in row]
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    label = f"{name[len(prefix) :]} ({run_dir.name})"
+                    axes.plot(steps, values, styles[index % len(styles)], color=colours[name], label=label)
+        axes.set_title(title)
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

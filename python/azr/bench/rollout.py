@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from azr.config import load_config
 from azr.executor import Executor
 from azr.models import load_policy
+from azr.phases import proposer_rollouts
 from azr.rollout import HFEngine, RolloutEngine, SamplingParams
 from azr.rollout_vllm import VLLMEngine, vllm_supports
 from azr.selfplay import SelfPlay
@@ -29,9 +30,11 @@ from azr.selfplay import SelfPlay
 PHASES = ("generate", "verify", "verify_hidden", "execute", "train", "step")
 
 
-def throughput(engine: RolloutEngine, prompts: list[str], params: SamplingParams) -> tuple[float, int, float]:
+def throughput(
+    engine: RolloutEngine, prompts: list[str], params: SamplingParams, guides: list[str] | None = None
+) -> tuple[float, int, float]:
     started = time.perf_counter()
-    completions = engine.generate(prompts, params)
+    completions = engine.generate(prompts, params, guides=guides)
     seconds = time.perf_counter() - started
     tokens = sum(len(c.token_ids) for c in completions)
     return tokens / seconds, tokens, seconds
@@ -64,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     hf = HFEngine(policy.model, policy.tokenizer, batch_size=config.generation_batch_size)
     with tempfile.TemporaryDirectory() as out:
         proposer = SelfPlay(config, out, policy=policy, executor=executor, engine=hf)
-        base = [r.prompt for r in proposer._proposer_rollouts()]
+        base = [r.prompt for r in proposer_rollouts(proposer.buffers, proposer.settings, proposer.rng, proposer.fits)]
     prompts = [base[i % len(base)] for i in range(args.prompts)]
     params = SamplingParams(args.max_new_tokens, temperature=1.0)
 
