@@ -102,6 +102,11 @@ def test_selfplay_command_runs_resumes_and_plots(tmp_path: Path) -> None:
     pngs = {Path(line).name for line in plotted.stdout.split()}
     assert {"rewards.png", "seconds.png", "training.png"} <= pngs
     assert all((out / "plots" / name).stat().st_size > 1000 for name in pngs)
+    compared = azr("plot", "--compare", str(out), str(out), "--out", str(tmp_path / "compare.png"))
+    assert compared.returncode == 0, compared.stderr
+    assert (tmp_path / "compare.png").stat().st_size > 1000
+    alone = azr("plot", "--compare", str(out))
+    assert alone.returncode == 2 and "at least two run directories" in alone.stderr
 
 
 def test_command_line_errors_are_clear(tmp_path: Path) -> None:

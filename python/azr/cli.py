@@ -174,7 +174,11 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="azr", description=DESCRIPTION)
     commands = main.add_subparsers(dest="command", required=True)
     selfplay = commands.add_parser("selfplay", help="run Absolute Zero self-play", description=DESCRIPTION)
-    selfplay.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (smoke: one CPU step)")
+    selfplay.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="start from a preset (smoke: one CPU step; learn-cpu: ~50 min on two CPU cores, compare with lr=0)",
+    )
     selfplay.add_argument("--config", type=Path, help="YAML, TOML or JSON file of settings (see azr/config.py)")
     selfplay.add_argument("--model", help="checkpoint directory or Hub id (default: SmolLM2-135M-Instruct, offline)")
     selfplay.add_argument("--steps", type=int, help="total steps of the run")
