@@ -72,7 +72,7 @@ def make(case: Case, seed: int = 0) -> dict:
     )
 
 
-def run(backend: str, case: Case, inputs: dict):
+def run(backend: str, case: Case, inputs: dict, allowed: torch.Tensor | None = None):
     hidden = inputs["hidden"].clone().requires_grad_(True)
     weight = inputs["weight"].clone().requires_grad_(True)
     out = fused_policy_loss(
@@ -89,6 +89,7 @@ def run(backend: str, case: Case, inputs: dict):
         aggregation=case.aggregation,
         seq_ids=inputs["seq_ids"],
         backend=backend,
+        allowed=allowed,
     )
     out.loss.backward()
     return out, hidden.grad, weight.grad
@@ -256,27 +257,8 @@ def test_allowed_masks_match_the_reference_and_the_definition(case: Case) -> Non
         inputs["hidden"], inputs["weight"], inputs["targets"], case.temperature, backend="reference"
     )
     inputs["old_logprobs"] = exact + (inputs["old_logprobs"] - free)
-    outputs = {}
-    for backend in ("reference", "torch"):
-        hidden = inputs["hidden"].clone().requires_grad_(True)
-        weight = inputs["weight"].clone().requires_grad_(True)
-        out = fused_policy_loss(
-            hidden,
-            weight,
-            inputs["targets"],
-            inputs["mask"],
-            inputs["advantages"],
-            inputs["old_logprobs"],
-            temperature=case.temperature,
-            entropy_coef=0.01,
-            aggregation=case.aggregation,
-            seq_ids=inputs["seq_ids"],
-            backend=backend,
-            allowed=bitmask,
-        )
-        out.loss.backward()
-        outputs[backend] = (out, hidden.grad, weight.grad)
-    (expected, expected_dh, expected_dw), (out, dh, dw) = outputs["reference"], outputs["torch"]
+    expected, expected_dh, expected_dw = run("reference", case, inputs, bitmask)
+    out, dh, dw = run("torch", case, inputs, bitmask)
     torch.testing.assert_close(out.loss, expected.loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.entropy, expected.entropy, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(dh, expected_dh, rtol=1e-4, atol=1e-6)
