@@ -105,9 +105,12 @@ def test_the_parser_accepts_what_the_grammar_generates(grammars: Grammars) -> No
         assert formatted(role, task, text), (role, task, text)
 
 
-def test_budgets_too_small_for_the_format_are_refused() -> None:
+def test_budgets_too_small_for_the_format_and_missing_guides_are_refused(policy: Policy) -> None:
     with pytest.raises(ValueError, match="needs at least"):
         task_role_regex(Role.PROPOSE, TaskType.INDUCTION, 10, 100)
+    engine = HFEngine(policy.model, policy.tokenizer)
+    with pytest.raises(ValueError, match="1 guides for 2 prompts: give one per prompt"):
+        engine.generate(["a", "b"], SamplingParams(4), guides=[task_role_regex(Role.SOLVE, TaskType.DEDUCTION, 1, 60)])
 
 
 def guided_completions(policy: Policy, budget: int = 90) -> list[Completion]:

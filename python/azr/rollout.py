@@ -60,6 +60,11 @@ class Completion:
 CompletionCallback = Callable[[int, "Completion"], None]
 
 
+def check_guides(prompts: Sequence[str], guides: Sequence[str] | None) -> None:
+    if guides is not None and len(guides) != len(prompts):
+        raise ValueError(f"{len(guides)} guides for {len(prompts)} prompts: give one per prompt, or none")
+
+
 class RolloutEngine(Protocol):
     def generate(
         self,
@@ -95,13 +100,7 @@ class HFEngine:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.eos_ids = _eos_ids(model, tokenizer)
-        self._grammars: Grammars | None = None
-
-    @property
-    def grammars(self) -> Grammars:
-        if self._grammars is None:
-            self._grammars = Grammars(self.tokenizer, self.model.get_output_embeddings().weight.shape[0])
-        return self._grammars
+        self.grammars = Grammars(tokenizer, model.get_output_embeddings().weight.shape[0])
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         if model is not self.model:
@@ -123,8 +122,7 @@ class HFEngine:
         on_completion: CompletionCallback | None = None,
         guides: Sequence[str] | None = None,
     ) -> list[Completion]:
-        if guides is not None and len(guides) != len(prompts):
-            raise ValueError(f"{len(guides)} guides for {len(prompts)} prompts")
+        check_guides(prompts, guides)
         encoded = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         results: list[Completion | None] = [None] * len(prompts)

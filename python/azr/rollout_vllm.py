@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from azr.rollout import Completion, CompletionCallback, ProgressCallback, SamplingParams
+from azr.rollout import Completion, CompletionCallback, ProgressCallback, SamplingParams, check_guides
 
 CPU_KV_CACHE_BYTES = 1 << 30
 # The fixed text whose log-probs `check_sync` compares: ordinary code, so every layer matters.
@@ -128,8 +128,7 @@ class VLLMEngine:
         from vllm import SamplingParams as VSamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        if guides is not None and len(guides) != len(prompts):
-            raise ValueError(f"{len(guides)} guides for {len(prompts)} prompts")
+        check_guides(prompts, guides)
         if params.top_p < 1:
             raise ValueError(
                 "top_p < 1 with the vLLM engine: vLLM reports log-probs of the truncated distribution, not "
