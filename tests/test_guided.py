@@ -81,6 +81,17 @@ def test_the_grammar_accepts_the_projects_formatted_completions_and_rejects_the_
     assert seen[True] and seen[False]
 
 
+def test_no_body_can_end_the_answer_or_its_fence_early(grammars: Grammars) -> None:
+    """A body holding `</answer>` would end the parser's answer inside it; one holding a fence, the
+    block. The grammar accepts neither, though both are printable ASCII."""
+    regex = task_role_regex(Role.SOLVE, TaskType.ABDUCTION, INPUTS, 1024)
+    good = "ok</think>\n<answer>\n```input\n'a'\n```\n</answer>"
+    assert accepts(grammars, regex, good) and formatted(Role.SOLVE, TaskType.ABDUCTION, good)
+    for body in ("'</answer>'", "'```'", "1 < 2"):
+        text = good.replace("'a'", body)
+        assert not accepts(grammars, regex, text), text
+
+
 def sample_from_grammar(grammars: Grammars, regex: str, rng: random.Random) -> str:
     """A random walk through the grammar over the tokenizer's vocabulary, uniform over allowed tokens."""
     import xgrammar

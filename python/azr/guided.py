@@ -7,10 +7,12 @@ The grammar is built from `azr.parsing`'s constants and accepts a subset of what
 
     {thinking}</think>\\n<answer>\\n```tag\\n{body}\\n```\\n```tag\\n{body}\\n```\\n</answer>
 
-Thinking and bodies are printable ASCII and newlines; thinking holds no `<` and bodies no backtick,
-so neither can end early. Their lengths are bounded so that the whole answer fits the token budget:
-in a byte-level vocabulary every token covers at least one byte, so an ASCII answer of at most
-`budget` characters takes at most `budget` tokens and always finishes.
+Thinking and bodies are printable ASCII and newlines without `<`, so neither can write the tags
+that end them (a body with `</answer>` in it would end the parser's answer early), and bodies hold
+no backtick, so none can close its fence early (programs compare with `>`). Their lengths are
+bounded so that the whole answer fits the token budget: in a byte-level vocabulary every token
+covers at least one byte, so an ASCII answer of at most `budget` characters takes at most `budget`
+tokens and always finishes.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from azr.parsing import (
 from azr.tasks import Role, TaskType
 
 THINK_CHARS = r"[ -;=-~\n]"  # printable ASCII and newline, without "<"
-BODY_FIRST = r"[!-_a-~]"  # printable, neither a space nor a backtick
-BODY_CHARS = r"[ -_a-~\n]"  # printable ASCII and newline, without the backtick
+BODY_FIRST = r"[!-;=-_a-~]"  # printable, not a space, a backtick or "<"
+BODY_CHARS = r"[ -;=-_a-~\n]"  # printable ASCII and newline, without the backtick and "<"
 # The share of the free characters (the budget less the format's own) that thinking may use.
 THINK_SHARE = 0.25
 
