@@ -297,6 +297,7 @@ def test_selfplay_evaluates_every_n_steps(tmp_path: Path) -> None:
         load_config("smoke"),
         model="tiny-qwen2",
         max_response_tokens=16,
+        guided_format=False,
         learnability_samples=2,
         steps=1,
         eval_every=1,

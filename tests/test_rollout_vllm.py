@@ -71,6 +71,29 @@ def test_truncated_sampling_is_refused_rather_than_misreported(engine: VLLMEngin
         engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=4, top_p=0.9))
 
 
+def test_guided_generation_is_formatted_with_the_trainers_constrained_logprobs(
+    engine: VLLMEngine, policy: Policy
+) -> None:
+    from azr.guided import Grammars, task_role_regex
+    from azr.parsing import parse_solution
+    from azr.tasks import Role, TaskType
+    from azr.trainer import Sample, completion_hidden, grammar_masks
+    from azr_kernels import token_logprobs
+
+    engine.sync_weights(policy.model)
+    regex = task_role_regex(Role.SOLVE, TaskType.DEDUCTION, 1, 60)
+    completions = engine.generate(PROMPTS, SamplingParams(max_new_tokens=60), guides=[regex] * len(PROMPTS))
+    grammars = Grammars(policy.tokenizer, policy.model.get_output_embeddings().weight.shape[0])
+    for completion in completions:
+        assert completion.finish_reason == "stop" and parse_solution(TaskType.DEDUCTION, completion.text).formatted
+        sample = Sample(completion.prompt_ids, completion.token_ids, completion.logprobs, 1.0, completion.guide)
+        with torch.no_grad():
+            hidden, targets, _ = completion_hidden(policy.model, [sample])
+            head = policy.model.get_output_embeddings().weight
+            trainer, _ = token_logprobs(hidden, head, targets, allowed=grammar_masks(grammars)([sample]))
+        torch.testing.assert_close(trainer, torch.tensor(completion.logprobs), atol=1e-3, rtol=0)
+
+
 def test_weight_sync_is_followed_and_a_skipped_sync_fails_loudly(engine: VLLMEngine, policy: Policy) -> None:
     engine.sync_weights(policy.model)
     assert engine.check_sync(policy.model) < 1e-3
@@ -96,6 +119,7 @@ def test_one_self_play_step_with_vllm(policy: Policy, tmp_path: Path) -> None:
         load_config("smoke"),
         model="tiny-qwen2",
         max_response_tokens=24,
+        guided_format=False,
         lr=1e-3,
         rollout_engine="vllm",
         vllm_check_sync=True,
@@ -114,7 +138,12 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path: Path) -> None:
     """Two steps straight, and one step + resume + one step, give the same completions and metrics:
     the engine's seed counter is part of the checkpoint."""
     config = dataclasses.replace(
-        load_config("smoke"), model="tiny-qwen2", max_response_tokens=16, lr=1e-3, rollout_engine="vllm"
+        load_config("smoke"),
+        model="tiny-qwen2",
+        max_response_tokens=16,
+        guided_format=False,
+        lr=1e-3,
+        rollout_engine="vllm",
     )
     executor = Executor(mode="strict")
 
@@ -148,26 +177,3 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path: Path) -> None:
 def test_auto_picks_vllm_for_models_it_supports(policy: Policy) -> None:
     assert vllm_supports(policy.model)
     assert not vllm_supports(tiny_qwen2(seed=0).model)  # heads of 16 dimensions
-
-
-def test_guided_generation_is_formatted_with_the_trainers_constrained_logprobs(
-    engine: VLLMEngine, policy: Policy
-) -> None:
-    from azr.guided import Grammars, task_role_regex
-    from azr.parsing import parse_solution
-    from azr.tasks import Role, TaskType
-    from azr.trainer import Sample, completion_hidden, grammar_masks
-    from azr_kernels import token_logprobs
-
-    engine.sync_weights(policy.model)
-    regex = task_role_regex(Role.SOLVE, TaskType.DEDUCTION, 1, 60)
-    completions = engine.generate(PROMPTS, SamplingParams(max_new_tokens=60), guides=[regex] * len(PROMPTS))
-    grammars = Grammars(policy.tokenizer, policy.model.get_output_embeddings().weight.shape[0])
-    for completion in completions:
-        assert completion.finish_reason == "stop" and parse_solution(TaskType.DEDUCTION, completion.text).formatted
-        sample = Sample(completion.prompt_ids, completion.token_ids, completion.logprobs, 1.0, completion.guide)
-        with torch.no_grad():
-            hidden, targets, _ = completion_hidden(policy.model, [sample])
-            head = policy.model.get_output_embeddings().weight
-            trainer, _ = token_logprobs(hidden, head, targets, allowed=grammar_masks(grammars)([sample]))
-        torch.testing.assert_close(trainer, torch.tensor(completion.logprobs), atol=1e-3, rtol=0)
