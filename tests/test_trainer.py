@@ -99,6 +99,18 @@ def test_a_step_changes_the_weights_and_reports() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True))
 
 
+def test_a_frozen_policy_computes_no_update() -> None:
+    """lr=0 (a control run): no gradient is computed, the weights and the optimizer stay as they were."""
+    policy = tiny_qwen2(seed=2)
+    before = [p.detach().clone() for p in policy.model.parameters()]
+    trainer = Trainer(policy.model, TrainConfig(lr=0.0, gradient_checkpointing=False))
+    stats = trainer.step(samples())
+    assert stats["tokens"] == sum(len(s.completion_ids) for s in samples()) and "loss" not in stats
+    assert all(p.grad is None for p in policy.model.parameters())
+    assert not trainer.optimizer.state
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True))
+
+
 def test_kl_penalty_needs_a_reference_and_is_zero_against_itself() -> None:
     policy = tiny_qwen2(seed=4)
     with pytest.raises(ValueError, match="reference model"):

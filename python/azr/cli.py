@@ -64,7 +64,8 @@ def _selfplay(args: argparse.Namespace) -> int:
                     f"{task[:3]}: valid {metrics[f'valid_proposal/{task}']:.0%} "
                     f"acc {metrics.get(f'accuracy/{task}', 0.0):.0%}"
                 )
-        parts.append(f"loss {metrics['train/loss']:+.4f}")
+        if "train/loss" in metrics:  # a frozen policy (lr=0) computes no loss
+            parts.append(f"loss {metrics['train/loss']:+.4f}")
         parts.append(
             "s: gen {:.0f} exe {:.1f} train {:.1f}".format(
                 metrics["seconds/generate"], metrics["seconds/execute"], metrics["seconds/train"]
@@ -177,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
     selfplay.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="start from a preset (smoke: one CPU step; learn-cpu: ~50 min on two CPU cores, compare with lr=0)",
+        help="start from a preset (smoke: one CPU step; learn-cpu: ~45 min on two CPU cores, compare with lr=0)",
     )
     selfplay.add_argument("--config", type=Path, help="YAML, TOML or JSON file of settings (see azr/config.py)")
     selfplay.add_argument("--model", help="checkpoint directory or Hub id (default: SmolLM2-135M-Instruct, offline)")

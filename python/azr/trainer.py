@@ -255,6 +255,9 @@ class Trainer:
     def step_batches(self, batches: Sequence[Sequence[Sample] | None], totals: Totals) -> dict[str, float]:
         """One optimizer step on micro-batches whose losses are normalised by `totals` (a trainer
         rank gets its share of the step's batches and the step's totals; `None` pads)."""
+        if self.config.lr == 0:
+            # A frozen policy (an lr=0 control run): no update could change a weight, so none is computed.
+            return {"tokens": float(totals.tokens), "sequences": float(totals.sequences)}
         self.optimizer.zero_grad(set_to_none=True)
         stats = self.accumulate_batches(batches, totals)
         if not totals.tokens:
