@@ -132,6 +132,12 @@ def test_one_self_play_step_with_vllm(policy: Policy, tmp_path: Path) -> None:
     assert metrics["seconds/generate"] > 0 and torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True))
     assert run.engine.check_sync(policy.model) < 1e-3
+    # The copy of the weights that vLLM loaded at start goes with the engine.
+    directory = run.engine.directory
+    assert directory.exists()
+    del run
+    gc.collect()
+    assert not directory.exists()
 
 
 def test_resume_reproduces_the_next_step_exactly(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ the worker see the trainer's tensors; scripts that build a `VLLMEngine` need the
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -97,6 +99,7 @@ class VLLMEngine:
             # distribution the trainer computes, as HFEngine's are.
             logprobs_mode="processed_logprobs",
         )
+        self.directory = Path(model_dir)
         self.tokenizer = self.llm.get_tokenizer()
         self.reseed(seed)
         self.sync_tolerance = sync_tolerance
@@ -105,12 +108,20 @@ class VLLMEngine:
     @classmethod
     def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **options) -> VLLMEngine:
         """An engine for an in-memory model: its config, tokenizer and starting weights are written
-        once to a temporary directory for vLLM to load; later syncs go through memory."""
+        once to a temporary directory for vLLM to load, removed with the engine (or at exit); later
+        syncs go through memory."""
         directory = Path(tempfile.mkdtemp(prefix="azr-vllm-"))
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        options.setdefault("dtype", str(next(model.parameters()).dtype).removeprefix("torch."))
-        return cls(directory, **options)
+        try:
+            model.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+            options.setdefault("dtype", str(next(model.parameters()).dtype).removeprefix("torch."))
+            engine = cls(directory, **options)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        # A copy of the weights per engine (half a GB for 135M parameters) must not outlive it.
+        weakref.finalize(engine, shutil.rmtree, directory, True)
+        return engine
 
     def generate(
         self,
