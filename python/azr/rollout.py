@@ -13,7 +13,7 @@ after the answer, not at a stop string.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from azr_kernels.types import allowed_tokens, masked_log_softmax
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from azr.guided import Grammars
+from azr.weight_transport import load_named
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -81,6 +82,9 @@ class RolloutEngine(Protocol):
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the engine sample from `model`'s current weights."""
 
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Make the engine sample from these named tensors (a whole model's; `azr.weight_transport`)."""
+
     def state_dict(self) -> dict[str, int]:
         """What a checkpoint must keep for the engine's next samples to be the same after a resume."""
 
@@ -105,6 +109,10 @@ class HFEngine:
     def sync_weights(self, model: torch.nn.Module) -> None:
         if model is not self.model:
             self.model.load_state_dict(model.state_dict())
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """New weights as named tensors (from a weight transport): all of the model's, or an error."""
+        load_named(self.model, weights)
 
     def state_dict(self) -> dict[str, int]:
         # Sampling draws from torch's global generator, which the self-play loop seeds every step.

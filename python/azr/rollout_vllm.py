@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -206,17 +206,21 @@ class VLLMEngine:
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Load `model`'s current weights into the engine, tensor by tensor, and drop cached prefixes."""
-        self._wake()
-
-        def tensors() -> Iterator[tuple[str, torch.Tensor]]:
-            for name, tensor in model.state_dict().items():
-                yield name, tensor.detach()
-
-        weights = tensors()
-        self.llm.collective_rpc(lambda worker: worker.model_runner.reload_weights(weights_iterator=weights))
-        self.llm.reset_prefix_cache()
+        self.load_weights((name, tensor.detach()) for name, tensor in model.state_dict().items())
         if self.sync_tolerance is not None:
             self.check_sync(model)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load named tensors as the engine's weights. Asleep, the engine wakes its weights first and its
+        KV cache only after they are loaded, so both are never being allocated at once."""
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])
+        iterator = iter(weights)
+        self.llm.collective_rpc(lambda worker: worker.model_runner.reload_weights(weights_iterator=iterator))
+        if self.asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
+        self.llm.reset_prefix_cache()
 
     def probe_logprobs(self, token_ids: Sequence[int]) -> torch.Tensor:
         """The engine's log-prob of each token of `token_ids` after its prefix (all but the first)."""
