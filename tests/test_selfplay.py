@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from azr.cli import main
 from azr.config import SelfPlayConfig, load_config
 from azr.executor import Executor, InternalError, RemoteExecutor
 from azr.models import load_policy, tiny_qwen2
 from azr.selfplay import SelfPlay
 from azr.tasks import TASK_ROLES, Role, TaskType, Triplet, role_name
+from azr.timeline import read_step
 from azr.trainer import Sample
 
 from .scripted import REVERSE, ScriptedEngine, answer, block, completion_logprobs, fenced, mixed_policy, task_role
@@ -89,6 +91,29 @@ def test_one_step_trains_on_all_six_task_roles(tmp_path: Path, executor: Executo
     logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert logged == json.loads(json.dumps(metrics))
     assert any((tmp_path / "tensorboard").iterdir())
+    # The step's timeline: a span per request, per check batch and per micro-batch, inside the driver's
+    # phases; `azr profile` writes it as a trace.
+    step, spans = read_step(tmp_path / "timeline.jsonl")
+    assert step == 1
+    names = {(s.actor, s.name) for s in spans}
+    assert {("driver", p) for p in ("propose", "solve", "train", "sync")} <= names
+    requests = [s for s in spans if s.actor == "engine"]
+    # One span per request: every trained rollout's, and the learnability samples' too.
+    assert len({s.name for s in requests}) == len(requests)
+    assert len(requests) > sum(int(v) for k, v in metrics.items() if k.startswith("count/"))
+    assert any(s.actor == "executor" for s in spans) and any(s.name.startswith("micro-batch") for s in spans)
+    phases = [s for s in spans if s.actor == "driver"]
+    for span in (s for s in spans if s.actor != "driver"):
+        assert any(
+            p.start - 1e-3 <= span.start and span.start + span.seconds <= p.start + p.seconds + 1e-3 for p in phases
+        ), span
+    assert {s.name.split()[0] for s in requests} == {"propose", "solve"}
+    with pytest.raises(SystemExit) as done:
+        main(["profile", str(tmp_path), "--out", str(tmp_path / "trace.json")])
+    assert done.value.code == 0
+    trace = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    assert len([e for e in trace if e["ph"] == "X"]) == len(spans)
+    assert {e["args"]["name"] for e in trace if e["ph"] == "M"} == {"driver", "engine", "executor", "trainer"}
 
 
 def test_answers_that_call_the_program_score_as_wrong(tmp_path: Path, executor: Executor) -> None:

@@ -20,6 +20,7 @@ from azr.config import SelfPlayConfig, load_config
 from azr.executor import Executor
 from azr.models import tiny_qwen2
 from azr.selfplay import SelfPlay
+from azr.timeline import read_step
 from azr.trainer import Sample, TrainConfig, Trainer
 from azr.trainer_group import TrainerGroup, TrainerGroupError, split_by_tokens
 
@@ -175,6 +176,9 @@ def test_a_self_play_step_on_trainer_workers_matches_the_in_process_one(tmp_path
     two = selfplay_step(tmp_path / "two", 2)
     assert one.pop("train/trainer_workers") == 1.0 and two.pop("train/trainer_workers") == 2.0
     assert one.keys() == local.keys() == two.keys()
+    # Each rank's micro-batches are in the driver's timeline of the step.
+    _, spans = read_step(tmp_path / "two" / "timeline.jsonl")
+    assert {"trainer 0", "trainer 1"} <= {span.actor for span in spans if span.name.startswith("micro-batch")}
     for name, value in local.items():
         assert one[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
         assert two[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name

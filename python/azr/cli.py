@@ -15,6 +15,7 @@ azr eval --compare evals/base evals/x                             # differences,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,6 +95,23 @@ def _plot(args: argparse.Namespace) -> int:
     written = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
     for path in written:
         print(path)
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from azr.timeline import busy, chrome_trace, read_step
+
+    run = Path(args.run_dir)
+    step, spans = read_step(run / "timeline.jsonl", args.step)
+    out = Path(args.out) if args.out else run / "traces" / f"step-{step}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(chrome_trace(spans, step)))
+    print(f"step {step}: {len(spans)} spans")
+    print(f"{'actor':<14}{'spans':>7}{'busy s':>10}{'idle':>8}")
+    for actor, (covered, wall) in busy(spans).items():
+        count = sum(1 for span in spans if span.actor == actor)
+        print(f"{actor:<14}{count:>7}{covered:>10.2f}{1 - covered / wall if wall else 0.0:>8.0%}")
+    print(f"azr: trace in {out} (open it in https://ui.perfetto.dev or chrome://tracing)", file=sys.stderr)
     return 0
 
 
@@ -211,6 +229,18 @@ def parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--out", help="where to write the PNGs (default: RUN_DIR/plots)")
     plot.set_defaults(handler=_plot)
+    profile = commands.add_parser(
+        "profile",
+        help="write one step of a run as a Perfetto/Chrome trace, and print each actor's busy and idle time",
+        description="Every self-play step records spans from each actor (driver phases, engine requests, executor "
+        "check batches, trainer micro-batches and optimizer step, weight sync) in RUN/timeline.jsonl. This writes "
+        "one step as a Trace Event Format file for https://ui.perfetto.dev or chrome://tracing "
+        "(docs/profiling.md says how to read it).",
+    )
+    profile.add_argument("run_dir", help="a run directory (holding timeline.jsonl)")
+    profile.add_argument("--step", type=int, help="which step (default: the last one)")
+    profile.add_argument("--out", help="the trace file to write (default: RUN_DIR/traces/step-N.json)")
+    profile.set_defaults(handler=_profile)
     export = commands.add_parser(
         "export",
         help="write a checkpoint as a Hugging Face model directory (for vLLM and other tools)",

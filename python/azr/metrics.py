@@ -120,7 +120,7 @@ class RunLog:
 
     def truncate(self, last_step: int) -> None:
         """Drop lines a resumed run is about to write again."""
-        for name in ("metrics.jsonl", "proposals.jsonl"):
+        for name in ("metrics.jsonl", "proposals.jsonl", "timeline.jsonl"):
             path = self.out / name
             if path.exists():
                 kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]

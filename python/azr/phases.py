@@ -31,6 +31,7 @@ from azr.parsing import InductionProposal, Parsed, Proposal, parse_induction_pro
 from azr.rewards import proposer_reward, solver_reward
 from azr.rollout import Completion, ProgressCallback, RolloutEngine, SamplingParams
 from azr.tasks import InductionTask, Role, TaskType, Triplet
+from azr.timeline import Timeline
 from azr.trainer import Sample
 from azr.verify import (
     Check,
@@ -223,6 +224,7 @@ def generate_and_check(
     phase: str,
     progress: ProgressCallback | None = None,
     guide: Callable[[Rollout], str] | None = None,
+    timeline: Timeline | None = None,
 ) -> None:
     """Generate every rollout of a phase in one engine call (each constrained to `guide(rollout)`,
     its format grammar, when given), handing each completion's check to
@@ -231,11 +233,14 @@ def generate_and_check(
     `executor/internal`), and a phase where every check failed stops the run."""
     if not rollouts:
         return
-    stream = CheckStream(executor)
+    stream = CheckStream(executor, timeline)
+    submitted = time.time()
 
     def ready(index: int, completion: Completion) -> None:
         rollout = rollouts[index]
         rollout.completion = completion
+        if timeline is not None:  # a request spans from the engine call to its completion
+            timeline.add("engine", f"{phase} {index}", submitted, time.time(), tokens=len(completion.token_ids))
         check = make_check(rollout)
         if check is not None:
             stream.submit([check])

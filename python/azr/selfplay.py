@@ -44,6 +44,7 @@ from azr.parsing import Proposal
 from azr.phases import TRIPLET_TASKS, PhaseTimes, Rollout, StepSettings
 from azr.rollout import HFEngine, RolloutEngine, SamplingParams
 from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, InductionTask, TaskType, Triplet
+from azr.timeline import Timeline, write_step
 from azr.trainer import TrainConfig, Trainer
 from azr.trainer_group import TrainerGroup
 from azr.verify import Check, proposal_check, proposed_triplet, run_checks
@@ -142,6 +143,7 @@ class SelfPlay:
             self.buffers[task].add([IDENTITY_TRIPLET, *seeds], -1, self.rng)
         self.buffers[TaskType.INDUCTION].add([IDENTITY_INDUCTION], -1, self.rng)
         self.log = RunLog(self.out)
+        self.timeline = Timeline()
         # Loaded now, so that a missing benchmark file stops the run before its first step.
         self.eval_items = (
             [
@@ -176,16 +178,17 @@ class SelfPlay:
         phases.assign_rewards(proposals, solutions, learnability, self.config.extreme_proposer_reward)
         trained = [r for r in proposals + solutions if r.trained]
         phases.assign_advantages(trained, self.config.advantage_statistics)
-        with timer(times.seconds, "train"):
+        with timer(times.seconds, "train", self.timeline):
             update = self.trainer.step(phases.training_samples(trained))
-        self.trainer.publish(self.policy.model)
-        self.engine.sync_weights(self.policy.model)
+        with timer(times.seconds, "sync", self.timeline):
+            self.trainer.publish(self.policy.model)
+            self.engine.sync_weights(self.policy.model)
         for task, tasks in phases.new_tasks(proposals).items():
             self.buffers[task].add(tasks, self.step_index, self.rng)
 
         evaluation = {}
         if self.config.eval_every and self.step_index % self.config.eval_every == 0:
-            with timer(times.seconds, "eval"):
+            with timer(times.seconds, "eval", self.timeline):
                 evaluation = self.evaluate()
 
         times.seconds["step"] = time.perf_counter() - started
@@ -194,6 +197,8 @@ class SelfPlay:
         )
         metrics.update(evaluation)
         self.log.write(metrics, proposals)
+        self.timeline.extend(self.trainer.spans())
+        write_step(self.out / "timeline.jsonl", self.step_index, self.timeline.drain())
         return metrics
 
     def evaluate(self) -> dict[str, float]:
@@ -222,18 +227,19 @@ class SelfPlay:
     def generate_and_check(
         self, rollouts: list[Rollout], phase: str, make_check: Callable[[Rollout], Check | None], times: PhaseTimes
     ) -> None:
-        bar = self._bar(phase)
-        phases.generate_and_check(
-            self.engine,
-            self.executor,
-            rollouts,
-            self.sampling,
-            make_check,
-            times,
-            phase=phase,
-            progress=bar,
-            guide=self.guide if self.config.guided_format else None,
-        )
+        with self.timeline.span("driver", phase):
+            phases.generate_and_check(
+                self.engine,
+                self.executor,
+                rollouts,
+                self.sampling,
+                make_check,
+                times,
+                phase=phase,
+                progress=self._bar(phase),
+                guide=self.guide if self.config.guided_format else None,
+                timeline=self.timeline,
+            )
 
     def guide(self, rollout: Rollout) -> str:
         """The format grammar of a rollout's task-role."""
@@ -346,9 +352,11 @@ def validated_seeds(executor: ExecutorProtocol, seeds: list[Triplet], *, progres
 
 
 @contextmanager
-def timer(seconds: dict[str, float], phase: str) -> Iterator[None]:
-    started = time.perf_counter()
+def timer(seconds: dict[str, float], phase: str, timeline: Timeline) -> Iterator[None]:
+    """Time a phase of the step into its metrics and, as a driver span, into its timeline."""
+    started, wall = time.perf_counter(), time.time()
     try:
         yield
     finally:
         seconds[phase] += time.perf_counter() - started
+        timeline.add("driver", phase, wall, time.time())

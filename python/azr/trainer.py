@@ -14,6 +14,7 @@ its tokens), so the update is the exact policy gradient of the policy as it is s
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from azr.guided import Grammars
+from azr.timeline import Span, Timeline
 
 
 @dataclass(frozen=True)
@@ -205,12 +207,14 @@ class Trainer:
         shard: Callable[[torch.nn.Module], None] | None = None,
         ranks: int = 1,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        actor: str = "trainer",
     ) -> None:
         if config.kl_coef > 0 and reference is None:
             raise ValueError("kl_coef > 0 needs a reference model")
         self.model = model
         self.config = config
         self.ranks = ranks
+        self.actor, self.timeline = actor, Timeline()
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         reference_logprobs = partial(_reference_logprobs, reference, config.temperature) if reference else None
@@ -262,8 +266,9 @@ class Trainer:
         stats = self.accumulate_batches(batches, totals)
         if not totals.tokens:
             return {**stats, "grad_norm": 0.0}
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        with self.timeline.span(self.actor, "optimizer step"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         # Sharded parameters give a distributed norm: the whole of it is the same on every rank.
         whole = grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm
@@ -279,7 +284,8 @@ class Trainer:
         if not totals.tokens:
             return {**stats, "tokens": 0.0, "sequences": 0.0}
         self.objective.train()
-        for batch in batches:
+        for index, batch in enumerate(batches):
+            started = time.time()
             share = 0.0
             if batch:
                 share = (
@@ -291,7 +297,13 @@ class Trainer:
             (loss * self.ranks if self.ranks > 1 else loss).backward()
             for name, value in part.items():
                 stats[name] = max(stats[name], value) if name == "ratio_max" else stats.get(name, 0.0) + value
+            tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in batch or ())
+            self.timeline.add(self.actor, f"micro-batch {index}", started, time.time(), tokens=tokens)
         return {**stats, "tokens": float(totals.tokens), "sequences": float(totals.sequences)}
+
+    def spans(self) -> list[Span]:
+        """The update's spans since the last call (micro-batches, the optimizer step)."""
+        return self.timeline.drain()
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:

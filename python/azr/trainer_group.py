@@ -29,6 +29,7 @@ import torch
 
 from azr.cluster import connect, placement
 from azr.config import SelfPlayConfig
+from azr.timeline import Span
 from azr.trainer import Sample, Totals, TrainConfig, micro_batches
 
 # How long a rank waits in a collective for the others before giving up (a dead rank's peers).
@@ -100,12 +101,17 @@ class TrainerWorker:
                 fully_shard(layer, mesh=mesh, mp_policy=precision)
             fully_shard(objective, mesh=mesh, mp_policy=precision)
 
-        self.trainer = Trainer(model, self.train, shard=shard, ranks=self.world, tokenizer=policy.tokenizer)
+        self.trainer = Trainer(
+            model, self.train, shard=shard, ranks=self.world, tokenizer=policy.tokenizer, actor=f"trainer {self.rank}"
+        )
         if checkpoint:
             self.trainer.load(Path(checkpoint) / WEIGHTS)
 
     def step(self, batches: list[list[Sample] | None], totals: Totals) -> dict[str, float]:
         return self.trainer.step_batches(batches, totals)
+
+    def spans(self) -> list[Span]:
+        return self.trainer.spans()
 
     def save(self, path: str) -> None:
         self.trainer.save(path)
@@ -192,6 +198,10 @@ class TrainerGroup:
         """Copy the group's current weights into the driver's model (which the rollout engine reads)."""
         weights = self._call("full_weights", [()] * len(self.workers))[0]
         model.load_state_dict(weights)
+
+    def spans(self) -> list[Span]:
+        """Every rank's update spans since the last call."""
+        return [span for spans in self._call("spans", [()] * len(self.workers)) for span in spans]
 
     def save(self, path: str | Path) -> None:
         self._call("save", [(str(path),)] * len(self.workers))

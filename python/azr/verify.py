@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from azr.executor import ExecutorProtocol, Job, Outcome
 from azr.parsing import InductionProposal, Proposal
 from azr.tasks import InductionTask, TaskType, Triplet
+from azr.timeline import Timeline
 
 DETERMINISM_RUNS = 2
 
@@ -69,8 +70,9 @@ class CheckStream:
     of the verification was hidden.
     """
 
-    def __init__(self, executor: ExecutorProtocol) -> None:
+    def __init__(self, executor: ExecutorProtocol, timeline: Timeline | None = None) -> None:
         self.executor = executor
+        self.timeline = timeline
         self._pending: queue.SimpleQueue[Check | None] = queue.SimpleQueue()
         self._busy: list[tuple[float, float]] = []
         self._error: BaseException | None = None
@@ -94,12 +96,15 @@ class CheckStream:
             checks = [check for check in batch if check is not None]
             if not checks or self._error is not None:
                 continue
-            started = time.perf_counter()
+            started, wall = time.perf_counter(), time.time()
             try:
                 run_checks(self.executor, checks)
             except Exception as error:  # noqa: BLE001 - handed to the caller by finish()
                 self._error = error
             self._busy.append((started, time.perf_counter()))
+            if self.timeline is not None:
+                jobs = sum(len(check.jobs) for check in checks)
+                self.timeline.add("executor", f"verify {len(checks)} checks", wall, time.time(), jobs=jobs)
 
     def finish(self) -> VerifyTiming:
         generated = time.perf_counter()
