@@ -31,6 +31,7 @@ from azr.cluster import connect, placement
 from azr.config import SelfPlayConfig
 from azr.timeline import Span
 from azr.trainer import Sample, Totals, TrainConfig, micro_batches
+from azr.weight_transport import BroadcastReceiver, BroadcastSender
 
 # How long a rank waits in a collective for the others before giving up (a dead rank's peers).
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
@@ -60,6 +61,7 @@ class TrainerWorker:
         self.rank, self.world = rank, world
         self.model_name, self.seed, self.train = model, seed, train
         self.trainer: Any = None
+        self.sender: Any = None
 
     def address(self) -> tuple[str, int]:
         """Where rank 0 can be reached, and a free port for the process group."""
@@ -119,13 +121,17 @@ class TrainerWorker:
     def load(self, path: str) -> None:
         self.trainer.load(path)
 
-    def full_weights(self) -> dict[str, torch.Tensor] | None:
-        """The whole model's weights, gathered on rank 0's CPU (every rank must take part)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    def connect_weights(self, host: str, port: int) -> None:
+        """Join the weight transport's group with the driver (whose store is at host:port)."""
+        import torch.distributed as dist
 
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = get_model_state_dict(self.trainer.model, options=options)
-        return weights if self.rank == 0 else None
+        store = dist.TCPStore(host, port, None, False, COLLECTIVE_TIMEOUT, False)
+        # Gloo: the driver's engine may share a GPU with rank 0, which NCCL refuses.
+        self.sender = BroadcastSender(store, self.rank, self.world, replicas=1, backend="gloo")
+
+    def send_weights(self, version: int) -> None:
+        """This rank's shard of every bucket, to the driver."""
+        self.sender.send(self.trainer.model, version)
 
     def peak_memory(self) -> int:
         """Peak bytes this rank held: CUDA's allocator peak on GPU, else the process's peak RSS."""
@@ -144,6 +150,8 @@ class TrainerGroup:
         self.train = train
         self.last_checkpoint = hint
         self.stopped = False
+        self.receiver: BroadcastReceiver | None = None
+        self.version = 0
 
     @classmethod
     def start(
@@ -195,9 +203,22 @@ class TrainerGroup:
         return combined
 
     def publish(self, model: torch.nn.Module) -> None:
-        """Copy the group's current weights into the driver's model (which the rollout engine reads)."""
-        weights = self._call("full_weights", [()] * len(self.workers))[0]
-        model.load_state_dict(weights)
+        """Copy the group's current weights into the driver's model (which the rollout engine reads): every
+        rank sends its own shards (`azr.weight_transport`, broadcast over gloo), none gathers the model."""
+        ranks = len(self.workers)
+        if self.receiver is None:
+            import torch.distributed as dist
+
+            store = dist.TCPStore("0.0.0.0", 0, None, True, COLLECTIVE_TIMEOUT, False)
+            address = self.ray.util.get_node_ip_address()
+            joining = self._submit("connect_weights", [(address, store.port)] * ranks)
+            self.receiver = BroadcastReceiver(store, 0, ranks, replicas=1, backend="gloo")
+            self._wait("connect_weights", joining)
+        self.version += 1
+        sending = self._submit("send_weights", [(self.version,)] * ranks)
+        received = self.receiver.receive()
+        self._wait("send_weights", sending)
+        received.load_into(model)
 
     def spans(self) -> list[Span]:
         """Every rank's update spans since the last call."""
@@ -223,9 +244,14 @@ class TrainerGroup:
 
     def _call(self, method: str, arguments: list[tuple]) -> list[Any]:
         """Call `method` on every worker and wait for all; the first failure stops the group."""
+        return self._wait(method, self._submit(method, arguments))
+
+    def _submit(self, method: str, arguments: list[tuple]) -> list[Any]:
         if self.stopped:
             raise TrainerGroupError("the trainer group was stopped after a failure; resume the run to continue")
-        futures = [getattr(worker, method).remote(*args) for worker, args in zip(self.workers, arguments, strict=True)]
+        return [getattr(worker, method).remote(*args) for worker, args in zip(self.workers, arguments, strict=True)]
+
+    def _wait(self, method: str, futures: list[Any]) -> list[Any]:
         pending = list(futures)
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)

@@ -208,40 +208,62 @@ class Version:
         engine.load_weights(self.tensors())
         return self.manifest.version
 
+    def load_into(self, model: torch.nn.Module) -> int:
+        """Load the version into a model in this process; returns its number."""
+        self.check()
+        load_named(model, self.tensors())
+        return self.manifest.version
+
 
 def _header(version: int, bucket: int, rank: int, nbytes: int) -> torch.Tensor:
     return torch.tensor([version, bucket, rank, nbytes], dtype=torch.int64)
 
 
-def process_group(store: dist.Store, name: str, rank: int, size: int) -> dist.ProcessGroup:
-    """A process group of its own over `store` (kept apart from the default group the trainer ranks
-    already form): NCCL when CUDA is here, gloo otherwise."""
-    prefixed = dist.PrefixStore(f"azr-weights/{name}", store)
-    if torch.cuda.is_available():
-        return dist.ProcessGroupNCCL(prefixed, rank, size)
-    return dist.ProcessGroupGloo(prefixed, rank, size, TIMEOUT)
+class _Group:
+    """A process group of its own over `store`, kept apart from the default group the trainer ranks
+    already form. `backend`: "nccl", "gloo", or "auto" (NCCL when CUDA is here). Gloo is the choice
+    when two members share a GPU (the driver's engine and trainer rank 0), which NCCL refuses."""
 
+    def __init__(self, store: dist.Store, name: str, rank: int, size: int, backend: str) -> None:
+        if backend not in ("auto", "nccl", "gloo"):
+            raise ValueError(f"backend must be auto, nccl or gloo, got {backend!r}")
+        nccl = backend == "nccl" or (backend == "auto" and torch.cuda.is_available())
+        prefixed = dist.PrefixStore(f"azr-weights/{name}", store)
+        if nccl:
+            self.device: torch.device | None = torch.device("cuda", torch.cuda.current_device())
+            self.group = dist.ProcessGroupNCCL(prefixed, rank, size)
+        else:
+            self.device = None
+            self.group = dist.ProcessGroupGloo(prefixed, rank, size, TIMEOUT)
 
-def _broadcast(group: dist.ProcessGroup, tensor: torch.Tensor) -> None:
-    options = dist.BroadcastOptions()
-    options.rootRank = 0
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    if device is None:
-        group.broadcast([tensor], options).wait()
-        return
-    staged = tensor.to(device)
-    group.broadcast([staged], options).wait()
-    tensor.copy_(staged.cpu())
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        """Member 0's `tensor` into every member's (a CPU tensor; staged through the GPU for NCCL)."""
+        options = dist.BroadcastOptions()
+        options.rootRank = 0
+        if self.device is None:
+            self.group.broadcast([tensor], options).wait()
+            return
+        staged = tensor.to(self.device)
+        self.group.broadcast([staged], options).wait()
+        tensor.copy_(staged.cpu())
 
 
 class BroadcastSender:
     """A trainer rank's side of `broadcast`: group `rank` is this rank (its root) and the replicas."""
 
-    def __init__(self, store: dist.Store, rank: int, ranks: int, replicas: int, bucket_bytes: int = BUCKET_BYTES):
+    def __init__(
+        self,
+        store: dist.Store,
+        rank: int,
+        ranks: int,
+        replicas: int,
+        bucket_bytes: int = BUCKET_BYTES,
+        backend: str = "auto",
+    ):
         if not 0 <= rank < ranks:
             raise ValueError(f"trainer rank {rank} is not in 0..{ranks - 1}")
         self.rank, self.ranks, self.bucket_bytes = rank, ranks, bucket_bytes
-        self.group = process_group(store, f"trainer-{rank}", 0, replicas + 1)
+        self.group = _Group(store, f"trainer-{rank}", 0, replicas + 1, backend)
 
     def messages(self, state: dict[str, torch.Tensor], manifest: Manifest) -> Iterator[tuple[int, torch.Tensor]]:
         """(bucket, payload) for every bucket of this rank's part, then the end marker."""
@@ -255,39 +277,39 @@ class BroadcastSender:
         manifest = plan(state, version, self.ranks, self.bucket_bytes)
         if self.rank == 0:
             text = torch.frombuffer(bytearray(manifest.to_json().encode()), dtype=torch.uint8)
-            _broadcast(self.group, _header(version, _END, 0, text.numel()))
-            _broadcast(self.group, text)
+            self.group.broadcast(_header(version, _END, 0, text.numel()))
+            self.group.broadcast(text)
         for bucket, payload in self.messages(state, manifest):
-            _broadcast(self.group, _header(version, bucket, self.rank, payload.numel()))
+            self.group.broadcast(_header(version, bucket, self.rank, payload.numel()))
             if bucket != _END:
-                _broadcast(self.group, payload)
+                self.group.broadcast(payload)
         return manifest
 
 
 class BroadcastReceiver:
     """A replica's side of `broadcast`: member `replica + 1` of every trainer rank's group."""
 
-    def __init__(self, store: dist.Store, replica: int, ranks: int, replicas: int):
+    def __init__(self, store: dist.Store, replica: int, ranks: int, replicas: int, backend: str = "auto"):
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is not in 0..{replicas - 1}")
-        self.groups = [process_group(store, f"trainer-{rank}", replica + 1, replicas + 1) for rank in range(ranks)]
+        self.groups = [_Group(store, f"trainer-{rank}", replica + 1, replicas + 1, backend) for rank in range(ranks)]
 
     def receive(self) -> Version:
         """The next version, as it arrived: the manifest from trainer rank 0, then each rank's parts until
         its end marker. `Version.apply` checks it."""
         header = torch.empty(_HEADER, dtype=torch.int64)
-        _broadcast(self.groups[0], header)
+        self.groups[0].broadcast(header)
         text = torch.empty(int(header[3]), dtype=torch.uint8)
-        _broadcast(self.groups[0], text)
+        self.groups[0].broadcast(text)
         received = Version(Manifest.from_json(bytes(text.numpy()).decode()))
         for group in self.groups:
             while True:
-                _broadcast(group, header)
+                group.broadcast(header)
                 version, bucket, rank, nbytes = (int(x) for x in header)
                 if bucket == _END:
                     break
                 payload = torch.empty(nbytes, dtype=torch.uint8)
-                _broadcast(group, payload)
+                group.broadcast(payload)
                 received.add(version, bucket, rank, payload)
         return received
 
