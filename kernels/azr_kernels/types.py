@@ -41,6 +41,11 @@ def token_weights(mask: torch.Tensor, aggregation: str, seq_ids: torch.Tensor | 
     return mask / counts[seq_ids].clamp(min=1.0) / sequences
 
 
+def bitmask_words(vocab: int) -> int:
+    """32-bit words per row of an allowed-token bitmask over `vocab` tokens."""
+    return (vocab + 31) // 32
+
+
 def allowed_tokens(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
     """`[T, ⌈V/32⌉]` int32 bitmask rows (bit `j` of word `i` set: token `32·i + j` may be sampled;
     the layout guided-decoding libraries such as xgrammar fill) as a `[T, V]` bool tensor."""
@@ -91,7 +96,7 @@ def check_inputs(
 def check_allowed(allowed: torch.Tensor | None, tokens: int, vocab: int) -> None:
     if allowed is None:
         return
-    words = (vocab + 31) // 32
+    words = bitmask_words(vocab)
     if allowed.dtype != torch.int32 or allowed.shape != (tokens, words):
         raise ValueError(
             f"allowed must be an int32 bitmask of shape [{tokens}, {words}], got {allowed.dtype} {tuple(allowed.shape)}"

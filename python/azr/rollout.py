@@ -182,19 +182,16 @@ class HFEngine:
         generated = output.sequences[:, width:]
         # Raw logits, so that log-probs are those of the policy at this temperature, before top-p.
         logits = torch.stack(output.logits, dim=1).float() / (params.temperature or 1.0)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, generated.unsqueeze(-1)).squeeze(-1)
         completions = []
         for row, prompt in enumerate(prompts):
             tokens = generated[row].tolist()
             length, reason = self._length(tokens, params)
             tokens = tokens[:length]
-            row_logprobs = logprobs[row, :length]
             guide = None if guides is None else guides[row]
-            if guide is not None:
-                allowed = allowed_tokens(self.grammars.allowed(guide, tokens), logits.shape[-1])
-                row_logprobs = masked_log_softmax(logits[row, :length], allowed).gather(
-                    -1, generated[row, :length].unsqueeze(-1)
-                )[:, 0]
+            # A guided row's policy is the softmax over the tokens its grammar allowed at each position.
+            allowed = None if guide is None else allowed_tokens(self.grammars.allowed(guide, tokens), logits.shape[-1])
+            row_logprobs = masked_log_softmax(logits[row, :length], allowed)
+            row_logprobs = row_logprobs.gather(-1, generated[row, :length].unsqueeze(-1))[:, 0]
             completions.append(
                 Completion(
                     prompt_ids=tuple(prompt),

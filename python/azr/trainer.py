@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from azr_kernels import fused_policy_loss, token_logprobs
+from azr_kernels.types import bitmask_words
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_state_dict,
@@ -108,7 +109,7 @@ def grammar_masks(grammars: Grammars) -> AllowedTokens:
     def allowed(batch: Sequence[Sample]) -> torch.Tensor | None:
         if not any(s.guide for s in batch):
             return None
-        words = (grammars.vocab_size + 31) // 32
+        words = bitmask_words(grammars.vocab_size)
         rows = [
             grammars.allowed(s.guide, s.completion_ids)
             if s.guide
