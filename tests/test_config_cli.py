@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from azr.config import PRESETS, SelfPlayConfig, load_config
+from azr.plot import trailing_mean
 
 AZR = shutil.which("azr") or str(Path(sys.executable).with_name("azr"))
 
@@ -105,6 +106,8 @@ def test_selfplay_command_runs_resumes_and_plots(tmp_path: Path) -> None:
     compared = azr("plot", "--compare", str(out), str(out), "--out", str(tmp_path / "compare.png"))
     assert compared.returncode == 0, compared.stderr
     assert (tmp_path / "compare.png").stat().st_size > 1000
+    smoothed = azr("plot", "--compare", str(out), str(out), "--smooth", "0", "--out", str(tmp_path / "s.png"))
+    assert smoothed.returncode == 2 and "window must be at least 1" in smoothed.stderr
     alone = azr("plot", "--compare", str(out))
     assert alone.returncode == 2 and "at least two run directories" in alone.stderr
 
@@ -144,3 +147,9 @@ def test_memory_plan_counts_parameters_like_the_model() -> None:
 
     model = tiny_qwen2().model
     assert architecture("tiny-qwen2").params == sum(p.numel() for p in model.parameters())
+
+
+def test_trailing_means_average_the_steps_so_far() -> None:
+    assert trailing_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert trailing_mean([1.0, 3.0, 5.0], 1) == [1.0, 3.0, 5.0]
+    assert trailing_mean([2.0, 4.0], 10) == [2.0, 3.0]

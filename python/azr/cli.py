@@ -88,7 +88,7 @@ def _plot(args: argparse.Namespace) -> int:
 
     if args.compare:
         runs = [Path(run) for run in args.compare]
-        print(plot_compare(runs, Path(args.out) if args.out else runs[0] / "plots" / "compare.png"))
+        print(plot_compare(runs, Path(args.out) if args.out else runs[0] / "plots" / "compare.png", args.smooth))
         return 0
     if not args.run_dir:
         raise ValueError("azr plot needs a run directory, or --compare RUN_A RUN_B")
@@ -228,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
         "lr=0 control; written to --out (default: FIRST_RUN/plots/compare.png)",
     )
     plot.add_argument("--out", help="where to write the PNGs (default: RUN_DIR/plots)")
+    plot.add_argument(
+        "--smooth", type=int, default=1, metavar="N", help="with --compare: draw trailing means over N steps"
+    )
     plot.set_defaults(handler=_plot)
     profile = commands.add_parser(
         "profile",

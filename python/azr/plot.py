@@ -67,9 +67,17 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
 COMPARED = {"valid proposals": "valid_proposal/", "solver accuracy": "accuracy/", "reward": "reward/"}
 
 
-def plot_compare(run_dirs: list[Path], out: Path) -> Path:
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    """Each value replaced by the mean of it and the `window - 1` before it (fewer at the start)."""
+    if window < 1:
+        raise ValueError(f"the smoothing window must be at least 1 step, got {window}")
+    return [sum(values[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+
+
+def plot_compare(run_dirs: list[Path], out: Path, smooth: int = 1) -> Path:
     """One figure of valid-proposal rate and solver accuracy per task and reward per task-role, with
-    every run on each panel: a colour per series, a line style per run."""
+    every run on each panel: a colour per series, a line style per run; `smooth` > 1 draws each
+    series' trailing mean over that many steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,8 +100,9 @@ def plot_compare(run_dirs: list[Path], out: Path) -> Path:
                 if points:
                     steps, values = zip(*points, strict=True)
                     label = f"{name[len(prefix) :]} ({run_dir.name})"
+                    values = trailing_mean(list(values), smooth)
                     axes.plot(steps, values, styles[index % len(styles)], color=colours[name], label=label)
-        axes.set_title(title)
+        axes.set_title(title if smooth == 1 else f"{title} (mean of the last {smooth} steps)")
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=6, ncol=2)
