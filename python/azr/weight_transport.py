@@ -122,13 +122,12 @@ def plan(state: dict[str, torch.Tensor], version: int, shards: int, bucket_bytes
 def local_shard(tensor: torch.Tensor, rank: int, shards: int) -> torch.Tensor:
     """This rank's dim-0 shard of a parameter: a DTensor's local part, or the matching rows of a
     whole tensor (one trainer rank, or a replicated one)."""
-    local = tensor.to_local() if hasattr(tensor, "to_local") else None
-    if local is None:
-        if shards == 1 or tensor.dim() == 0:
-            return tensor.detach() if rank == 0 else tensor.detach().reshape(-1)[:0]
-        per = -(-tensor.shape[0] // shards)
-        return tensor.detach()[rank * per : (rank + 1) * per]
-    return local.detach()
+    if hasattr(tensor, "to_local"):
+        return tensor.to_local().detach()
+    if tensor.dim() == 0:
+        return tensor.detach() if rank == 0 else tensor.detach().reshape(-1)[:0]
+    chunks = tensor.detach().chunk(shards)  # the split `TensorSpec.rows` describes; empty chunks last
+    return chunks[rank] if rank < len(chunks) else tensor.detach()[:0]
 
 
 def pack(state: dict[str, torch.Tensor], manifest: Manifest, bucket: int, rank: int) -> torch.Tensor:
