@@ -25,6 +25,7 @@ def test_executor_benchmark_prints_every_workload() -> None:
     assert out.count("| azr strict |") >= 2 and "| azr batch |" in out
     rates = json.loads(out.strip().splitlines()[-1])["rates"]
     assert any("solver checks" in workload for workload in rates)
+    assert "| azr strict, memo |" in out and set(rates["traffic"]) >= {"azr strict", "azr strict, memo", "azr batch"}
     # The induction workload needs the seed files; without them the shipped sample stands in.
     assert any("induction" in workload for workload in rates) == (SHARED_DATA / "azr_seed").exists()
 

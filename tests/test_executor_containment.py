@@ -338,3 +338,66 @@ def test_poisoning_does_not_leak_to_the_next_job_in_batch_mode(
     outcomes = executor.run([Job(probe, "1"), Job(poison, "1"), Job(probe, "1"), Job(probe, "1")])
     assert outcomes[1].status in ("ok", "forbidden"), outcomes[1]
     assert [o.output for o in (outcomes[0], outcomes[2], outcomes[3])] == [expected] * 3, outcomes
+
+
+# What a fresh instance looks like from inside: where new objects of several sizes land (the
+# allocator's state), a default hash, a function's address, the loaded modules and limits.
+STATE_PROBE = lines(
+    "import sys",
+    "def f(a):",
+    "    fresh = [object(), [], {}, set(), 1.5 + a, 'x' * (a + 40), (a, a + 1), bytearray(3000), bytes(200000)]",
+    "    def g():",
+    "        return 1",
+    "    return ([id(x) for x in fresh], hash(object()), repr(g), sorted(sys.modules), sys.getrecursionlimit())",
+)
+
+# Programs that change as much of an instance as they can reach: its heap, memory grown past the
+# snapshot, module and interpreter state, and instances that end in a trap mid-allocation.
+STATE_POISONERS = [
+    lines(
+        "def f(a):",
+        "    junk = [[i] * 8 for i in range(100000)]",
+        "    table = {str(i): i for i in range(20000)}",
+        "    return len(junk) + len(table)",
+    ),
+    "def f(a):\n    grown = bytearray(b'\\xff') * (120 << 20)\n    return len(grown)",
+    lines(
+        "import sys, math, json, collections",
+        "def f(a):",
+        "    sys.setrecursionlimit(60)",
+        "    math.pi = 3",
+        "    json.dumps = None",
+        "    collections.Counter.most_common = None",
+        "    sys.modules.clear()",
+        "    return 1",
+    ),
+    "def f(a):\n    hog = []\n    while True:\n        hog.append('x' * 4096)",
+    "def f(a):\n    return 'x' * (600 << 20)",
+    "import sys\ndef f(a):\n    sys.setrecursionlimit(10 ** 6)\n    return f(a)",
+]
+
+
+@pytest.mark.parametrize("resident_mb", ["32", "0"])
+def test_a_strict_run_after_poisoning_starts_from_the_snapshot(monkeypatch, resident_mb: str) -> None:
+    """Strict mode's reuse path: a pool slot keeps the memory its last instance wrote and copies the
+    snapshot back over it (`AZR_EXECUTOR_RESIDENT_MB`, on by default); with `0` the pages are
+    dropped and faulted in again. Either way, what a job sees after any poisoner equals what it
+    sees in a worker's very first instance, and both ways see the same."""
+    monkeypatch.setenv("AZR_EXECUTOR_RESIDENT_MB", resident_mb)
+    executor = Executor(workers=1, timeout_s=1.0, memory_mb=512)
+    probe = Job(STATE_PROBE, "1", policy="evaluation")
+    jobs = [probe]
+    for poisoner in STATE_POISONERS:
+        jobs += [Job(poisoner, "1", policy="evaluation"), probe]
+    outcomes = executor.run(jobs)
+    first = outcomes[0]
+    assert first.status == "ok" and "'math'" in (first.output or ""), first
+    for poisoner, outcome, after in zip(STATE_POISONERS, outcomes[1::2], outcomes[2::2], strict=True):
+        assert outcome.status in ("ok", "error", "forbidden", "timeout", "memory"), (poisoner, outcome)
+        assert after.output == first.output, f"state left behind by:\n{poisoner}\n{outcome}"
+    fresh = Executor(workers=1, timeout_s=1.0, memory_mb=512, isolation="thread")
+    assert fresh.run([probe])[0].output == first.output
+    # The probe sees the heap's layout: a second determinism run, whose heap is laid out
+    # differently on purpose, disagrees with the first.
+    [salted] = executor.run([Job(STATE_PROBE, "1", policy="evaluation", runs=2)])
+    assert salted.status == "nondeterministic", salted

@@ -106,8 +106,12 @@ def test_equal_and_description_endpoints(service: str) -> None:
         "azr_queue_jobs",
         "azr_busy_workers",
         "azr_workers 2",
+        "azr_memo_hits_total",
     ):
         assert name in text, name
+    # The ok results of the jobs above are kept for checks that repeat their runs.
+    [memo_bytes] = [line.split()[1] for line in text.splitlines() if line.startswith("azr_memo_bytes ")]
+    assert int(memo_bytes) > 0
 
 
 @pytest.mark.parametrize(

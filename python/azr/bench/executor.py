@@ -2,6 +2,7 @@
 through the unsafe baselines, in one run, with ratios.
 
     python -m azr.bench.executor                 # the seed programs of ../shared/data, else the sample
+    python -m azr.bench.executor --workload traffic   # AZR's own traffic: validate, then check 8 answers
     python -m azr.bench.executor --soak 100000   # plus resident memory over 100,000 programs
 
 Baselines: `exec` in this process (no isolation: the upper bound), a warm process pool that
@@ -94,6 +95,46 @@ def solver_checks(executor: Executor, programs: list[Program]) -> list[Program]:
     deduction check costs, the judge included."""
     outcomes = executor.run([Job(p, i, imports=imp) for p, i, imp, _ in programs])
     return [(p, i, imp, o.output) for (p, i, imp, _), o in zip(programs, outcomes, strict=True) if o.ok]
+
+
+# A program's solver answers in the traffic workload: four right (its output), four wrong.
+WRONG_ANSWERS = ("None", "0", "''", "[]")
+TRAFFIC_ANSWERS = 8
+
+
+def traffic_answers(output: str) -> list[str]:
+    return [output] * (TRAFFIC_ANSWERS - len(WRONG_ANSWERS)) + [a for a in WRONG_ANSWERS if a != output]
+
+
+def traffic_tasks(checks: list[Program]) -> list[Program]:
+    """AZR's traffic as the baselines run it: each program twice (validation), then once per answer."""
+    tasks = []
+    for program, arguments, imports, output in checks:
+        assert output is not None
+        tasks += [(program, arguments, imports, None)] * 2
+        tasks += [(program, arguments, imports, answer) for answer in traffic_answers(output)]
+    return tasks
+
+
+def measure_traffic(name: str, executor: Executor, checks: list[Program]) -> Measurement:
+    """AZR's own traffic through `executor`: each program validated (`runs=2`) in one call, as a
+    step's proposals are, then checked against its solver answers in the next. Counted in
+    executions: two per validation, one per check."""
+    validations = [Job(p, i, imports=imp, runs=2) for p, i, imp, _ in checks]
+    answers = [traffic_answers(output or "") for *_, output in checks]
+    solves = [
+        Job(p, i, imports=imp, expected=a) for (p, i, imp, _), some in zip(checks, answers, strict=True) for a in some
+    ]
+    started = time.perf_counter()
+    validated = executor.run(validations)
+    judged = executor.run(solves)
+    seconds = time.perf_counter() - started
+    right = [a == output for (*_, output), some in zip(checks, answers, strict=True) for a in some]
+    failed = [o for o in validated if not o.ok] + [o for o, r in zip(judged, right, strict=True) if o.matches != r]
+    if failed:
+        raise RuntimeError(f"{name}: {len(failed)} jobs gave the wrong verdict, e.g. {failed[0]}")
+    executions = 2 * len(validations) + len(solves)
+    return Measurement(name, executions, seconds, [o.elapsed_s for o in validated + judged])
 
 
 def measure_executor(name: str, executor: Executor, programs: list[Program]) -> Measurement:
@@ -250,6 +291,31 @@ def compare(
         ("pool", lambda: measure_pool(pool, workers, programs)),
         ("subprocess", lambda: measure_subprocess(workers, programs[:subprocess_programs])),
     ]
+    return interleave(workload, methods, reps)
+
+
+def compare_traffic(checks: list[Program], strict: Executor, batch: Executor, pool, workers: int, reps: int):
+    """AZR's traffic (`traffic_tasks`) through every method; the strict executor with the memo is
+    made anew for each repetition, so that it starts empty (it is made before the clock starts)."""
+    tasks = traffic_tasks(checks)
+    made: list[Executor] = []
+
+    def memo_strict() -> Measurement:
+        executor = made.pop() if made else Executor(workers=workers, mode="strict", timeout_s=10.0)
+        made.append(Executor(workers=workers, mode="strict", timeout_s=10.0))  # the next repetition's
+        return measure_traffic("azr strict, memo", executor, checks)
+
+    methods: list[tuple[str, Callable[[], Measurement]]] = [
+        ("azr strict", lambda: measure_traffic("azr strict", strict, checks)),
+        ("azr strict, memo", memo_strict),
+        ("azr batch", lambda: measure_traffic("azr batch", batch, checks)),
+        ("native", lambda: measure_native(tasks)),
+        ("pool", lambda: measure_pool(pool, workers, tasks)),
+    ]
+    return interleave("traffic", methods, reps)
+
+
+def interleave(workload: str, methods: list[tuple[str, Callable[[], Measurement]]], reps: int) -> list[Measurement]:
     runs: dict[str, list[Measurement]] = {name: [] for name, _ in methods}
     for rep in range(reps):
         for name, measure in methods:
@@ -258,13 +324,13 @@ def compare(
     return [median_measurement(runs[name]) for name, _ in methods]
 
 
-def report(results: list[Measurement], workload: str, workers: int, reps: int) -> str:
+def report(results: list[Measurement], workload: str, workers: int, reps: int, unit: str = "programs") -> str:
     by_name = {m.method: m for m in results}
     strict, batch = by_name["azr strict"], by_name["azr batch"]
     lines = [
-        f"Workload: {strict.programs} programs, {workload}; {workers} workers; median of {reps} interleaved runs.",
+        f"Workload: {strict.programs} {unit}, {workload}; {workers} workers; median of {reps} interleaved runs.",
         "",
-        "| method | programs | programs/s | p50 ms | p99 ms | strict ÷ this | batch ÷ this |",
+        f"| method | {unit} | {unit}/s | p50 ms | p99 ms | strict ÷ this | batch ÷ this |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in results:
@@ -293,16 +359,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--workload",
-        choices=["all", "seeds", "induction", "checks"],
+        choices=["all", "seeds", "induction", "checks", "traffic"],
         default="all",
         help="seeds: programs run once; induction: programs over all their inputs; checks: programs judged "
-        "against an expected answer, as solver checks are",
+        "against an expected answer, as solver checks are; traffic: AZR's own, each program validated with "
+        "two runs, then checked against 8 solver answers (4 right, 4 wrong), counted in executions",
     )
     parser.add_argument("--skip-compile", action="store_true", help="do not measure the first-use compile time")
     args = parser.parse_args(argv)
 
     programs, workload = load_workload(args.data, args.programs)
-    strict = Executor(workers=args.workers, mode="strict", timeout_s=10.0)
+    # Distinct programs measure what a fresh sandbox costs: without the memo, which would answer
+    # every repetition after the first from the first.
+    strict = Executor(workers=args.workers, mode="strict", timeout_s=10.0, memo_mb=0)
     batch = Executor(workers=args.workers, mode="batch", timeout_s=10.0)
     programs = runnable(batch, programs)
     workloads = []
@@ -312,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         induction = runnable(batch, load_induction_workload(args.data, args.programs))
         if induction:
             workloads.append(("AZR induction seeds: each program with all its inputs, in order", induction))
+    checks = solver_checks(batch, programs) if args.workload in ("all", "checks", "traffic") else []
     if args.workload in ("all", "checks"):
-        checks = solver_checks(batch, programs)
         workloads.append(("solver checks: each program judged against its own output", checks))
     rates: dict[str, dict[str, float]] = {}
     with multiprocessing.get_context("forkserver").Pool(args.workers) as pool:
@@ -324,6 +393,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(report(results, name, args.workers, args.reps))
             print()
             rates[name] = {m.method: round(m.rate, 1) for m in results}
+        if args.workload in ("all", "traffic"):
+            name = (
+                f"AZR traffic: {len(checks)} programs, each validated with 2 runs, then checked against "
+                f"{TRAFFIC_ANSWERS} solver answers"
+            )
+            print(f"{len(checks)} programs: {name}", file=sys.stderr)
+            results = compare_traffic(checks, strict, batch, pool, args.workers, args.reps)
+            print(report(results, name, args.workers, args.reps, unit="executions"))
+            print()
+            rates["traffic"] = {m.method: round(m.rate, 1) for m in results}
     extras: dict = {"live_instance_memory": live_instance_memory()}
     if not args.skip_compile:
         extras["first_use_compile_s"] = round(first_use_compile_seconds(), 2)

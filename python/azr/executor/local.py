@@ -31,6 +31,9 @@ class Executor:
     `worker_command` is how a worker process is started (default: this interpreter running
     `azr.executor_cli worker`); prefix it to run workers under `nice`, `taskset` or a cgroup.
     `timings=True` fills `Outcome.timings`: where each job's time went, per phase (README, Profiling).
+    `memo_mb` (strict mode) keeps that many MiB of settled results: a job whose runs already
+    happened — a solver check of a program validation ran — is answered without running it again,
+    its expected value still read and compared; `0` runs every job (README, The memo).
     The first executor of a machine compiles the sandbox guest (about 15 s, then cached).
     """
 
@@ -46,6 +49,7 @@ class Executor:
         isolation: Isolation = "process",
         worker_command: Sequence[str] | None = None,
         timings: bool = False,
+        memo_mb: int = 64,
     ) -> None:
         if workers is None:
             workers = _executor.DEFAULT_WORKERS
@@ -59,6 +63,7 @@ class Executor:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         _check_int("max_output_bytes", max_output_bytes, 1, 2**32 - 1)
         _check_int("group_size", group_size, 1, 1 << 20)
+        _check_int("memo_mb", memo_mb, 0, 1 << 20)
         if worker_command is not None:
             worker_command = list(worker_command)
             if not worker_command or not all(isinstance(part, str) for part in worker_command):
@@ -80,7 +85,13 @@ class Executor:
             max_output_bytes=max_output_bytes,
             group_size=group_size,
             worker_command=(worker_command or WORKER_COMMAND) if isolation == "process" else None,
+            memo_mb=memo_mb,
         )
+
+    def memo_stats(self) -> dict[str, int]:
+        """How the strict-mode memo has served: jobs answered from it (`hits`), results kept
+        (`entries`, `bytes`) and its budget (`budget_bytes`); all zero without a memo."""
+        return dict(zip(("hits", "entries", "bytes", "budget_bytes"), self._native.memo_stats(), strict=True))
 
     @property
     def worker_pids(self) -> list[int]:

@@ -142,6 +142,10 @@ pub struct SandboxArgs {
     /// in threads of this process.
     #[arg(long, value_enum, default_value = "process")]
     pub isolation: IsolationArg,
+    /// Strict mode: MiB of settled results kept, so that a job whose runs already happened (a
+    /// solver check of a validated program) is answered without running again; 0 runs every job.
+    #[arg(long, value_name = "MiB", default_value_t = crate::pool::MEMO_MB_DEFAULT)]
+    pub memo_mb: usize,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +167,7 @@ impl SandboxArgs {
             mode: self.mode,
             group_size: self.group_size,
             isolation,
+            memo_bytes: self.memo_mb.saturating_mul(1 << 20),
         })
     }
 }
@@ -298,6 +303,9 @@ fn profile(args: &ProfileArgs, interrupted: &dyn Fn() -> bool) -> anyhow::Result
     let executor = Executor::new(args.sandbox.config()?)?;
     let (outcomes, seconds) = run_all(&executor, jobs, false, interrupted)?;
     println!("{}", summary(&outcomes, seconds, executor.config()));
+    if let Some(memo) = executor.memo_stats().filter(|memo| memo.hits > 0) {
+        println!("{} jobs answered from the memo of runs already made (--memo-mb 0 runs them all)", memo.hits);
+    }
     print!("{}", crate::profile::breakdown(&outcomes));
     let trace = serde_json::to_vec(&crate::profile::chrome_trace(&outcomes))?;
     std::fs::write(&args.trace, trace).with_context(|| format!("cannot write {}", args.trace.display()))?;
@@ -431,6 +439,8 @@ fn info() -> anyhow::Result<i32> {
         "load_seconds": report.seconds,
         "default_workers": default_workers(),
         "max_workers": crate::pool::MAX_WORKERS,
+        "resident_memory_mb": runtime.resident().bytes >> 20,
+        "resident_memory_off_because": runtime.resident().off_because,
     });
     println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(0)

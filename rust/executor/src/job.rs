@@ -215,6 +215,10 @@ pub struct Outcome {
     /// Where the job's time went, measured on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
+    /// The first run's canonical text, carried from a worker to the executor's memo; the executor
+    /// never returns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 impl Outcome {

@@ -22,6 +22,7 @@ mod clock;
 mod error;
 pub mod guest;
 mod job;
+mod memo;
 mod metrics;
 mod pool;
 pub mod profile;
@@ -35,5 +36,6 @@ pub mod worker;
 
 pub use error::{ExecutorError, Result};
 pub use job::{Job, Limits, Mode, Outcome, Policy, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
-pub use pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, MAX_WORKERS};
+pub use memo::MemoStats;
+pub use pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, MAX_WORKERS, MEMO_MB_DEFAULT};
 pub use runtime::{runtime, Runtime};

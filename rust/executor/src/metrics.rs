@@ -62,6 +62,9 @@ pub struct Gauges {
     pub busy_workers: usize,
     pub workers: usize,
     pub inflight_requests: usize,
+    /// Jobs answered from the strict-mode memo so far, and the bytes it holds.
+    pub memo_hits: u64,
+    pub memo_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -136,12 +139,19 @@ impl Metrics {
              # TYPE azr_rejected_busy_total counter\nazr_rejected_busy_total {}",
             counts.rejected_busy
         );
+        let _ = writeln!(
+            out,
+            "# HELP azr_memo_hits_total Jobs answered from the memo of settled strict-mode runs.\n\
+             # TYPE azr_memo_hits_total counter\nazr_memo_hits_total {}",
+            gauges.memo_hits
+        );
         for (name, help, value) in [
             ("azr_queue_jobs", "Jobs admitted and not yet answered (queued or running).", gauges.admitted_jobs),
             ("azr_queue_tasks", "Chunks of jobs waiting for a worker.", gauges.queued_tasks),
             ("azr_busy_workers", "Workers running a task.", gauges.busy_workers),
             ("azr_workers", "Workers of the executor.", gauges.workers),
             ("azr_inflight_requests", "Requests being handled.", gauges.inflight_requests),
+            ("azr_memo_bytes", "Bytes of settled results the memo holds.", gauges.memo_bytes),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }

@@ -2,9 +2,10 @@
 //! sandbox at a time, in a thread of this process or in a worker process of its own.
 
 use crate::error::{ExecutorError, Result};
-use crate::job::{Job, Limits, Mode, Outcome, Status};
+use crate::job::{Job, Limits, Mode, Outcome, Status, Timings};
+use crate::memo::{Key, Known, Memo, MemoStats};
 use crate::runtime::{runtime, Runtime, WORKER_STACK_BYTES};
-use crate::work;
+use crate::work::{self, Expected};
 use crate::worker::{ProcessWorker, Request, Response, Setup};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::ffi::OsString;
@@ -13,12 +14,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The most workers one executor may have.
 pub const MAX_WORKERS: usize = 128;
 /// How often a waiting caller is given the chance to cancel, even when nothing finished.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The strict-mode memo's default budget.
+pub const MEMO_MB_DEFAULT: usize = 64;
 
 /// Where sandboxes run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct ExecutorConfig {
     /// Jobs one instance runs in batch mode before it is replaced.
     pub group_size: usize,
     pub isolation: Isolation,
+    /// Budget of strict mode's memo of settled runs (`memo.rs`); 0 runs every job.
+    pub memo_bytes: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -48,6 +53,7 @@ impl Default for ExecutorConfig {
             mode: Mode::Strict,
             group_size: 64,
             isolation: Isolation::Threads,
+            memo_bytes: MEMO_MB_DEFAULT << 20,
         }
     }
 }
@@ -66,13 +72,23 @@ pub enum Control {
 enum Task {
     Jobs { batch: Arc<JobBatch>, range: Range<usize> },
     Equal { batch: Arc<EqualBatch>, range: Range<usize> },
+    Judge { batch: Arc<JudgeBatch>, range: Range<usize> },
 }
 
 struct JobBatch {
     jobs: Vec<Job>,
+    /// Where each job's outcome goes in the caller's list.
+    indices: Vec<usize>,
     results: Sender<(usize, Outcome)>,
     cancelled: AtomicBool,
     /// When the batch was submitted, in microseconds since the Unix epoch (for `Timings::queue_s`).
+    submitted_us: u64,
+}
+
+/// Jobs the memo settled whose expected values are still to be read: (index, result, expected).
+struct JudgeBatch {
+    items: Vec<(usize, Known, String)>,
+    results: Sender<(usize, Outcome)>,
     submitted_us: u64,
 }
 
@@ -114,6 +130,19 @@ impl Backend {
 }
 
 impl Backend {
+    fn canonical(&mut self, limits: Limits, texts: &[String]) -> Result<Vec<Expected>, String> {
+        let answer = match self {
+            Backend::Thread(runtime) => return work::canonical_texts(runtime, limits, texts),
+            Backend::Process(worker) => worker.call(&Request::Canonical(texts.to_vec())),
+        };
+        match answer {
+            Ok(Response::Canonical(values)) if values.len() == texts.len() => Ok(values),
+            Ok(Response::Failed(reason)) => Err(reason),
+            Ok(other) => Err(format!("the sandbox worker answered {other:?}")),
+            Err(reason) => Err(reason),
+        }
+    }
+
     fn pid(&self) -> Option<u32> {
         match self {
             Backend::Thread(_) => None,
@@ -132,6 +161,7 @@ pub struct Executor {
     workers: Vec<JoinHandle<()>>,
     pids: Vec<Arc<Mutex<Option<u32>>>>,
     busy: Arc<AtomicUsize>,
+    memo: Option<Memo>,
 }
 
 impl Executor {
@@ -164,7 +194,8 @@ impl Executor {
                 .map_err(|e| ExecutorError::InvalidConfig(format!("cannot start worker thread: {e}")))?;
             workers.push(worker);
         }
-        Ok(Executor { config, tasks: Some(tasks), workers, pids, busy })
+        let memo = (config.mode == Mode::Strict && config.memo_bytes > 0).then(|| Memo::new(config.memo_bytes));
+        Ok(Executor { config, tasks: Some(tasks), workers, pids, busy, memo })
     }
 
     pub fn config(&self) -> &ExecutorConfig {
@@ -204,10 +235,49 @@ impl Executor {
         let total = jobs.len();
         let (results, finished) = crossbeam_channel::unbounded();
         let submitted_us = crate::work::now_us();
-        let batch = Arc::new(JobBatch { jobs, results, cancelled: AtomicBool::new(false), submitted_us });
-        let chunk = self.chunk_size(total);
-        for start in (0..total).step_by(chunk) {
-            self.send(Task::Jobs { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
+        let (mut to_run, mut indices, mut keys, mut to_judge) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (index, job) in jobs.into_iter().enumerate() {
+            let key = self.memo.as_ref().and_then(|_| Key::of(&job, self.config.limits));
+            match (key, &self.memo) {
+                (Some(key), Some(memo)) => match memo.recall(key, &job) {
+                    Some(known) => match job.expected {
+                        Some(expected) if known.status == Status::Ok => to_judge.push((index, known, expected)),
+                        _ => {
+                            let mut outcome = known.outcome();
+                            outcome.timings = Some(Timings { start_us: submitted_us, ..Timings::default() });
+                            let _ = results.send((index, outcome));
+                        }
+                    },
+                    None => {
+                        keys.push(Some(key));
+                        indices.push(index);
+                        to_run.push(job);
+                    }
+                },
+                _ => {
+                    keys.push(None);
+                    indices.push(index);
+                    to_run.push(job);
+                }
+            }
+        }
+        let runs = to_run.len();
+        let batch = Arc::new(JobBatch {
+            jobs: to_run,
+            indices,
+            results: results.clone(),
+            cancelled: AtomicBool::new(false),
+            submitted_us,
+        });
+        let chunk = self.chunk_size(runs);
+        for start in (0..runs).step_by(chunk) {
+            self.send(Task::Jobs { batch: Arc::clone(&batch), range: start..(start + chunk).min(runs) })?;
+        }
+        let judging = to_judge.len();
+        let judge = Arc::new(JudgeBatch { items: to_judge, results, submitted_us });
+        let chunk = self.small_chunk(judging);
+        for start in (0..judging).step_by(chunk) {
+            self.send(Task::Judge { batch: Arc::clone(&judge), range: start..(start + chunk).min(judging) })?;
         }
         let mut outcomes: Vec<Option<Outcome>> = vec![None; total];
         let collected = collect(&finished, total, observe, |index, outcome| outcomes[index] = Some(outcome));
@@ -215,7 +285,19 @@ impl Executor {
             batch.cancelled.store(true, Ordering::Relaxed);
         }
         collected?;
-        Ok(outcomes.into_iter().flatten().collect())
+        if let Some(memo) = &self.memo {
+            for ((job, index), key) in batch.jobs.iter().zip(&batch.indices).zip(keys) {
+                if let (Some(key), Some(outcome)) = (key, &outcomes[*index]) {
+                    memo.remember(key, job, outcome);
+                }
+            }
+        }
+        Ok(outcomes.into_iter().flatten().map(|outcome| Outcome { value: None, ..outcome }).collect())
+    }
+
+    /// How the strict-mode memo has served (`None` in batch mode or with a budget of 0).
+    pub fn memo_stats(&self) -> Option<MemoStats> {
+        self.memo.as_ref().map(Memo::stats)
     }
 
     /// Value equality for each pair of texts (the judge's: see `guest/azr_guest/data.py`).
@@ -224,7 +306,7 @@ impl Executor {
         let total = pairs.len();
         let (results, finished) = crossbeam_channel::unbounded();
         let batch = Arc::new(EqualBatch { pairs, results });
-        let chunk = total.div_ceil(self.config.workers * 4).clamp(1, self.config.group_size);
+        let chunk = self.small_chunk(total);
         for start in (0..total).step_by(chunk) {
             self.send(Task::Equal { batch: Arc::clone(&batch), range: start..(start + chunk).min(total) })?;
         }
@@ -237,6 +319,11 @@ impl Executor {
         self.tasks.as_ref().and_then(|tasks| tasks.send(task).ok()).ok_or(ExecutorError::WorkersGone)
     }
 
+    /// Items per task for quick work (reading value texts): spread over the workers, at most a group.
+    fn small_chunk(&self, total: usize) -> usize {
+        total.div_ceil(self.config.workers * 4).clamp(1, self.config.group_size)
+    }
+
     /// Jobs per task: small in strict mode (balance), a group in batch mode, but never so large
     /// that a few workers end up with all the work. When other batches already occupy every worker
     /// (a busy service), balance comes from them, and splitting this batch into smaller groups
@@ -247,10 +334,11 @@ impl Executor {
         } else {
             total.div_ceil(self.config.workers * 4).max(1)
         };
-        match self.config.mode {
+        let chunk = match self.config.mode {
             Mode::Strict => balanced.min(8),
             Mode::Batch => balanced.min(self.config.group_size),
-        }
+        };
+        chunk.max(1)
     }
 }
 
@@ -333,7 +421,34 @@ fn serve_tasks(
                         timings.worker = u32::try_from(worker).unwrap_or(u32::MAX);
                         timings.queue_s = timings.start_us.saturating_sub(batch.submitted_us) as f64 / 1e6;
                     }
-                    let _ = batch.results.send((index, outcome));
+                    let _ = batch.results.send((batch.indices[index], outcome));
+                }
+            }
+            Task::Judge { batch, range } => {
+                let items = &batch.items[range];
+                let texts: Vec<String> = items.iter().map(|(_, _, expected)| expected.clone()).collect();
+                let (start_us, started) = (work::now_us(), Instant::now());
+                let read = catch_unwind(AssertUnwindSafe(|| backend.canonical(limits, &texts)))
+                    .unwrap_or_else(|panic| Err(format!("internal error: {}", panic_message(&panic))));
+                let seconds = started.elapsed().as_secs_f64() / items.len().max(1) as f64;
+                for (position, (index, known, _)) in items.iter().enumerate() {
+                    let outcome = match &read {
+                        Ok(canonical) => {
+                            let mut outcome = known.outcome();
+                            outcome.matches = Some(work::matches(&canonical[position], &known.value));
+                            outcome.elapsed_s = seconds;
+                            outcome.timings = Some(Timings {
+                                start_us,
+                                worker: u32::try_from(worker).unwrap_or(u32::MAX),
+                                queue_s: start_us.saturating_sub(batch.submitted_us) as f64 / 1e6,
+                                expected_s: seconds,
+                                ..Timings::default()
+                            });
+                            outcome
+                        }
+                        Err(reason) => work::failed(Status::Internal, reason.clone(), seconds),
+                    };
+                    let _ = batch.results.send((*index, outcome));
                 }
             }
             Task::Equal { batch, range } => {

@@ -84,7 +84,7 @@ struct NativeExecutor {
 impl NativeExecutor {
     /// `worker_command`: how to start a worker process (`None` runs sandboxes in threads).
     #[new]
-    #[pyo3(signature = (*, workers, timeout_s, memory_mb, mode, max_output_bytes, group_size, worker_command))]
+    #[pyo3(signature = (*, workers, timeout_s, memory_mb, mode, max_output_bytes, group_size, worker_command, memo_mb))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -95,6 +95,7 @@ impl NativeExecutor {
         max_output_bytes: u32,
         group_size: usize,
         worker_command: Option<Vec<String>>,
+        memo_mb: usize,
     ) -> PyResult<Self> {
         let limits = Limits::new(timeout_s, memory_mb, max_output_bytes).map_err(PyValueError::new_err)?;
         let mode: Mode = mode.parse().map_err(PyValueError::new_err)?;
@@ -102,7 +103,8 @@ impl NativeExecutor {
             Some(command) => Isolation::Processes(command.into_iter().map(OsString::from).collect()),
             None => Isolation::Threads,
         };
-        let config = ExecutorConfig { workers, limits, mode, group_size, isolation };
+        let memo_bytes = memo_mb.saturating_mul(1 << 20);
+        let config = ExecutorConfig { workers, limits, mode, group_size, isolation, memo_bytes };
         let inner = py.detach(|| Executor::new(config)).map_err(to_py)?;
         Ok(NativeExecutor { inner })
     }
@@ -157,6 +159,11 @@ impl NativeExecutor {
     /// executor could not decide).
     fn equal(&self, py: Python<'_>, pairs: Vec<(String, String)>) -> PyResult<Vec<bool>> {
         py.detach(|| self.inner.equal(pairs)).map_err(to_py)
+    }
+
+    /// (hits, entries, bytes, budget bytes) of the strict-mode memo; zeros when there is none.
+    fn memo_stats(&self) -> (u64, usize, usize, usize) {
+        self.inner.memo_stats().map_or((0, 0, 0, 0), |s| (s.hits, s.entries, s.bytes, s.budget_bytes))
     }
 
     #[getter]

@@ -23,12 +23,28 @@ pub const WORKER_STACK_BYTES: usize = WASM_STACK_BYTES + (8 << 20);
 pub const MAX_LIVE_SANDBOXES: usize = 128;
 /// Elements of the guest's largest function table (componentize-py's CPython has about 5,700).
 const TABLE_ELEMENTS: usize = 1 << 14;
+/// Linear memory a pool slot keeps mapped between instances, reset by copying the pages the last
+/// instance wrote instead of dropping them (see [`resident_bytes`]).
+const RESIDENT_MB_DEFAULT: usize = 32;
+/// Overrides [`RESIDENT_MB_DEFAULT`]; `0` turns keeping memory resident off.
+pub const RESIDENT_MB_ENV: &str = "AZR_EXECUTOR_RESIDENT_MB";
 
 pub struct Runtime {
     engine: Engine,
     pre: GuestPre<HostState>,
     slots: Slots,
     load: LoadReport,
+    resident: Resident,
+}
+
+/// How a pool slot's memory is reset between instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resident {
+    /// Bytes of written memory reset in place by copying from the snapshot; the rest is unmapped
+    /// (and faulted in again, page by page, by the next instance).
+    pub bytes: usize,
+    /// Why nothing is kept resident, when nothing is.
+    pub off_because: Option<&'static str>,
 }
 
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
@@ -48,7 +64,12 @@ pub fn runtime() -> Result<&'static Runtime> {
 
 impl Runtime {
     fn start() -> Result<Self> {
-        let engine = Engine::new(&engine_config())
+        let resident = resident_bytes(
+            std::env::var(RESIDENT_MB_ENV).ok().as_deref(),
+            swap_in_use(),
+            PoolingAllocationConfig::is_pagemap_scan_available(),
+        )?;
+        let engine = Engine::new(&engine_config(resident.bytes))
             .map_err(|e| ExecutorError::Guest(format!("cannot configure the wasm engine: {e}")))?;
         let (component, load) = guest::load(&engine, &|path| {
             eprintln!(
@@ -73,7 +94,7 @@ impl Runtime {
                 ticker.increment_epoch();
             })
             .map_err(|e| ExecutorError::Guest(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Runtime { engine, pre, slots: Slots::new(MAX_LIVE_SANDBOXES), load })
+        Ok(Runtime { engine, pre, slots: Slots::new(MAX_LIVE_SANDBOXES), load, resident })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -92,9 +113,49 @@ impl Runtime {
     pub fn load_report(&self) -> &LoadReport {
         &self.load
     }
+
+    pub fn resident(&self) -> Resident {
+        self.resident
+    }
 }
 
-fn engine_config() -> Config {
+/// How much memory slots keep resident, from the override (MiB) and whether the machine swaps.
+///
+/// A slot that keeps memory resident finds the pages the last instance wrote with Linux's
+/// `PAGEMAP_SCAN` (6.7+) and copies the snapshot's contents back over them: the next instance
+/// then takes no copy-on-write fault for them. wasmtime 48's scan only sees pages that are
+/// present, so a written page that was swapped out would keep the last instance's contents:
+/// with swap in use nothing is kept resident, whatever the override says.
+fn resident_bytes(override_mb: Option<&str>, swapping: bool, scan_available: bool) -> Result<Resident> {
+    let mb = match override_mb.map(str::trim) {
+        None | Some("") => RESIDENT_MB_DEFAULT,
+        Some(text) => text.parse::<usize>().ok().filter(|mb| *mb <= 4096).ok_or_else(|| {
+            ExecutorError::InvalidConfig(format!(
+                "{RESIDENT_MB_ENV} must be a whole number of MiB up to 4096, got '{text}'"
+            ))
+        })?,
+    };
+    let off_because = if mb == 0 {
+        Some("turned off")
+    } else if swapping {
+        Some("the machine has swap (a swapped-out page would not be reset)")
+    } else if !scan_available {
+        // Without the scan wasmtime would copy the whole budget back on every reset.
+        Some("the kernel has no PAGEMAP_SCAN (Linux 6.7 or newer)")
+    } else {
+        None
+    };
+    Ok(Resident { bytes: if off_because.is_some() { 0 } else { mb << 20 }, off_because })
+}
+
+/// Whether any swap space is active (`/proc/swaps` lists more than its header). When it cannot
+/// be read, assume so.
+fn swap_in_use() -> bool {
+    std::fs::read_to_string("/proc/swaps")
+        .map_or(true, |swaps| swaps.lines().skip(1).any(|line| !line.trim().is_empty()))
+}
+
+fn engine_config(resident_bytes: usize) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let slots = u32::try_from(MAX_LIVE_SANDBOXES).unwrap_or(u32::MAX);
     // componentize-py's component holds 14 core instances, one memory and three tables.
@@ -110,6 +171,13 @@ fn engine_config() -> Config {
         .max_core_instance_size(1 << 20)
         .max_component_instance_size(1 << 20)
         .max_memory_size(crate::job::MAX_MEMORY_MB as usize * (1 << 20));
+    if resident_bytes > 0 {
+        // The scan reports at most 32 runs of written pages (wasmtime 48); memory past the last
+        // one is unmapped as before. On the seed programs this keeps ~12% of the faults away.
+        pool.linear_memory_keep_resident(resident_bytes)
+            .table_keep_resident(TABLE_ELEMENTS * std::mem::size_of::<usize>())
+            .pagemap_scan(wasmtime::Enabled::Yes);
+    }
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -152,5 +220,24 @@ impl Drop for Slot<'_> {
         let mut free = self.0.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *free += 1;
         self.0.returned.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_stays_resident_unless_turned_off_or_swapping() {
+        assert_eq!(resident_bytes(None, false, true).unwrap().bytes, RESIDENT_MB_DEFAULT << 20);
+        assert_eq!(resident_bytes(Some("8"), false, true).unwrap().bytes, 8 << 20);
+        let off = resident_bytes(Some("0"), false, true).unwrap();
+        assert_eq!(off, Resident { bytes: 0, off_because: Some("turned off") });
+        for (swapping, scan, why) in [(true, true, "swap"), (false, false, "PAGEMAP_SCAN")] {
+            let resident = resident_bytes(Some("8"), swapping, scan).unwrap();
+            assert_eq!(resident.bytes, 0);
+            assert!(resident.off_because.unwrap().contains(why));
+        }
+        assert!(resident_bytes(Some("lots"), false, true).unwrap_err().to_string().contains(RESIDENT_MB_ENV));
     }
 }

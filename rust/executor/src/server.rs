@@ -454,6 +454,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         busy_workers: state.executor.busy_workers(),
         workers: state.executor.config().workers,
         inflight_requests: state.inflight.load(Ordering::Acquire),
+        memo_hits: state.executor.memo_stats().map_or(0, |memo| memo.hits),
+        memo_bytes: state.executor.memo_stats().map_or(0, |memo| memo.bytes),
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
 }

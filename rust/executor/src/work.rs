@@ -30,7 +30,7 @@ fn prepare_next(runtime: &'static Runtime, limits: Limits) {
 
 /// What a job's expected value says, read by the guest before any program ran in that instance:
 /// its canonical text, or `None` when the text could not be read (it then matches nothing).
-type Expected = Option<String>;
+pub type Expected = Option<String>;
 
 /// Run `jobs` in `mode`; one outcome per job, in order.
 pub fn run_jobs(
@@ -209,27 +209,52 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
         .collect()
 }
 
-/// Value equality of each pair of texts: their canonical texts, read in one sandbox where no
-/// program runs, are equal. A text the guest cannot read (out of time or memory) is compared as
-/// text. `Err` only when no sandbox could be made: then nothing was decided.
-pub fn compare(runtime: &Runtime, limits: Limits, pairs: &[(String, String)]) -> Result<Vec<bool>, String> {
-    let mut sandbox: Option<Sandbox<'_>> = None;
-    let mut read = |text: &str| -> Result<Option<String>, String> {
-        let fresh = match sandbox.take() {
+/// Reads value texts in one sandbox where no program runs (the reader only parses data, so
+/// nothing read can change what it reads next); a new sandbox when the last one ran out of time
+/// or memory.
+struct DataReader<'r> {
+    runtime: &'r Runtime,
+    limits: Limits,
+    sandbox: Option<Sandbox<'r>>,
+}
+
+impl<'r> DataReader<'r> {
+    fn new(runtime: &'r Runtime, limits: Limits) -> Self {
+        DataReader { runtime, limits, sandbox: None }
+    }
+
+    /// The canonical text of `text`, `None` when the guest could not read it. `Err` only when no
+    /// sandbox could be made.
+    fn read(&mut self, text: &str) -> Result<Expected, String> {
+        let fresh = match self.sandbox.take() {
             Some(warm) => warm,
-            None => Sandbox::new(runtime, limits, 0)?,
+            None => Sandbox::new(self.runtime, self.limits, 0)?,
         };
         let (canonical, still_usable) = read_expected(fresh, text);
-        sandbox = still_usable;
+        self.sandbox = still_usable;
         Ok(canonical)
-    };
+    }
+}
+
+/// Value equality of each pair of texts: their canonical texts are equal. A text the guest cannot
+/// read (out of time or memory) is compared as text. `Err` only when no sandbox could be made:
+/// then nothing was decided.
+pub fn compare(runtime: &Runtime, limits: Limits, pairs: &[(String, String)]) -> Result<Vec<bool>, String> {
+    let mut reader = DataReader::new(runtime, limits);
     pairs
         .iter()
-        .map(|(a, b)| match (read(a)?, read(b)?) {
+        .map(|(a, b)| match (reader.read(a)?, reader.read(b)?) {
             (Some(a), Some(b)) => Ok(a == b),
             _ => Ok(a.trim() == b.trim()),
         })
         .collect()
+}
+
+/// The canonical text of each text (`None` for one the guest could not read), as a job's expected
+/// value is read. `Err` only when no sandbox could be made.
+pub fn canonical_texts(runtime: &Runtime, limits: Limits, texts: &[String]) -> Result<Vec<Expected>, String> {
+    let mut reader = DataReader::new(runtime, limits);
+    texts.iter().map(|text| reader.read(text)).collect()
 }
 
 /// The job's outcome from its runs: the first run's, unless a later run disagrees with it or the
@@ -250,9 +275,7 @@ fn verdict(runs: &[RunResult], expected: Option<&Expected>, elapsed_s: f64) -> O
         }
     }
     let matches = match expected {
-        Some(expected) if first.status == Status::Ok => {
-            Some(expected.is_some() && first.value.is_some() && *expected == first.value)
-        }
+        Some(expected) if first.status == Status::Ok => Some(matches(expected, &first.value)),
         _ => None,
     };
     Outcome {
@@ -264,7 +287,14 @@ fn verdict(runs: &[RunResult], expected: Option<&Expected>, elapsed_s: f64) -> O
         exit_code: first.exit_code,
         stderr: first.stderr.clone(),
         timings: None,
+        value: first.value.clone(),
     }
+}
+
+/// Whether a result's canonical text is the expected value's (an unreadable expected value, or a
+/// result without one, matches nothing).
+pub fn matches(expected: &Expected, value: &Option<String>) -> bool {
+    expected.is_some() && value.is_some() && expected == value
 }
 
 fn describe(run: &RunResult) -> String {
@@ -299,6 +329,7 @@ pub fn failed(status: Status, error: String, elapsed_s: f64) -> Outcome {
         exit_code: None,
         stderr: None,
         timings: None,
+        value: None,
     }
 }
 

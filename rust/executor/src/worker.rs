@@ -32,6 +32,7 @@ pub(crate) struct Setup {
 pub(crate) enum Request {
     Run(Vec<Job>),
     Equal(Vec<(String, String)>),
+    Canonical(Vec<String>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +40,7 @@ pub(crate) enum Response {
     Ready,
     Run(Vec<Outcome>),
     Equal(Vec<bool>),
+    Canonical(Vec<Option<String>>),
     Failed(String),
 }
 
@@ -87,6 +89,10 @@ pub fn serve(input: impl Read, output: impl Write) -> io::Result<()> {
             }
             Request::Equal(pairs) => match work::compare(runtime, setup.limits, &pairs) {
                 Ok(values) => Response::Equal(values),
+                Err(reason) => Response::Failed(reason),
+            },
+            Request::Canonical(texts) => match work::canonical_texts(runtime, setup.limits, &texts) {
+                Ok(values) => Response::Canonical(values),
                 Err(reason) => Response::Failed(reason),
             },
         };

@@ -4,7 +4,8 @@ use azr_executor::{Executor, ExecutorConfig, Isolation, Job, Limits, Mode, Statu
 
 fn executor(isolation: Isolation, mode: Mode) -> Executor {
     let limits = Limits::new(2.0, 128, 1 << 16).unwrap();
-    Executor::new(ExecutorConfig { workers: 2, limits, mode, group_size: 8, isolation }).unwrap()
+    Executor::new(ExecutorConfig { workers: 2, limits, mode, group_size: 8, isolation, ..ExecutorConfig::default() })
+        .unwrap()
 }
 
 fn processes() -> Isolation {
@@ -65,6 +66,7 @@ fn a_missing_worker_program_is_a_clear_error() {
         mode: Mode::Strict,
         group_size: 8,
         isolation: Isolation::Processes(vec!["/nonexistent/azr-executor".into(), "worker".into()]),
+        ..ExecutorConfig::default()
     };
     let error = Executor::new(config).err().expect("no such program").to_string();
     assert!(error.contains("cannot start the sandbox worker"), "{error}");
@@ -94,5 +96,22 @@ fn answers_are_read_as_data_and_judged_on_the_host() {
             ],
             "{mode:?}"
         );
+    }
+}
+
+#[test]
+fn checks_of_a_validated_program_come_from_the_memo_in_threads_and_processes() {
+    let program = "def f(xs):\n    return sorted(set(xs))";
+    for isolation in [Isolation::Threads, processes()] {
+        let executor = executor(isolation, Mode::Strict);
+        let [valid] = executor.run(vec![Job::new(program, "[2, 1, 2]").with_runs(2)]).unwrap().try_into().unwrap();
+        assert_eq!((valid.status, valid.output.as_deref()), (Status::Ok, Some("[1, 2]")));
+        let answers = ["[1, 2]", "[1,2]", "[2, 1]"];
+        let checks = answers.iter().map(|answer| Job::new(program, "[2, 1, 2]").with_expected(*answer)).collect();
+        let outcomes = executor.run(checks).unwrap();
+        let matches: Vec<Option<bool>> = outcomes.iter().map(|o| o.matches).collect();
+        assert_eq!(matches, [Some(true), Some(true), Some(false)]);
+        assert!(outcomes.iter().all(|o| o.value.is_none()), "the canonical text stays inside the executor");
+        assert_eq!(executor.memo_stats().unwrap().hits, 3);
     }
 }
