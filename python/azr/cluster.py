@@ -11,6 +11,14 @@ import os
 from typing import Any
 
 INSTALL_HINT = 'pip install -e ".[cluster]"  (or: pip install "ray>=2.50")'
+# Logical CPUs of a Ray started for the run, at least: enough for trainer workers and rollout
+# replicas side by side in small runs and tests (they are scheduling tokens, not cores).
+LOCAL_LOGICAL_CPUS = 6
+
+
+def actors_needed(trainer_workers: int, rollout_replicas: int) -> int:
+    """Logical CPUs a run's actors take (one each), plus one for the driver's own tasks."""
+    return trainer_workers + rollout_replicas + 1
 
 
 def require_ray(why: str) -> Any:
@@ -31,7 +39,8 @@ def connect(address: str, *, logical_cpus: int, why: str) -> Any:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=max(logical_cpus, os.cpu_count() or 1), include_dashboard=False, log_to_driver=True)
+            cpus = max(logical_cpus, os.cpu_count() or 1, LOCAL_LOGICAL_CPUS)
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
     return ray
 
 
@@ -40,6 +49,13 @@ def placement(ray: Any, bundles: int, *, gpus: int, cpus: float = 1.0) -> Any:
     from ray.util.placement_group import placement_group
 
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    total = ray.cluster_resources()
+    for name, amount in resources.items():
+        if total.get(name, 0) < amount * bundles:
+            raise RuntimeError(
+                f"the Ray cluster has {total.get(name, 0):g} {name} in all; {bundles} actors need "
+                f"{amount * bundles:g} (start Ray with more, or ask for fewer workers or replicas)"
+            )
     group = placement_group([dict(resources) for _ in range(bundles)], strategy="PACK")
     ray.get(group.ready(), timeout=600)
     return group

@@ -87,6 +87,9 @@ class SelfPlayConfig:
     # Scale-out: 0 trains in this process; N ≥ 1 runs the update on N Ray actors (one per GPU, or per
     # CPU process) forming one torch.distributed group, the model sharded with FSDP2.
     trainer_workers: int = 0
+    # N ≥ 1 generates on N Ray actors, each with its own copy of the policy (the HF engine), dispatched
+    # by load; 0 generates in this process. Weights reach them after every update (`azr.fleet`).
+    rollout_replicas: int = 0
     ray_address: str = ""  # "": start a Ray for this run; "auto": join the running cluster; or a head's address
     gpu_memory_gb: float = 80.0  # per GPU, for the memory plan (`azr selfplay --dry-run`)
     # Evaluation during the run (`azr eval`'s benchmarks, greedy, with the run's rollout engine): every
@@ -127,6 +130,7 @@ class SelfPlayConfig:
             "seed",
             "tis_cap",
             "trainer_workers",
+            "rollout_replicas",
             "eval_every",
             "eval_limit",
         ):
@@ -144,6 +148,10 @@ class SelfPlayConfig:
             raise ValueError(f"vllm_sleep_level must be 0 (off), 1 or 2, got {self.vllm_sleep_level}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.rollout_replicas and self.rollout_engine == "vllm":
+            raise ValueError(
+                "rollout_replicas runs the HF engine in each replica for now; use rollout_engine=auto or hf"
+            )
         if self.trainer_workers and self.kl_coef > 0:
             raise ValueError("kl_coef > 0 is supported with the in-process trainer only (trainer_workers=0)")
         if self.gpu_memory_gb <= 0:

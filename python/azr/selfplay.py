@@ -55,6 +55,13 @@ __all__ = ["Rollout", "SelfPlay", "make_engine", "make_executor"]
 def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
     from azr.rollout_vllm import VLLMEngine, default_tolerance, vllm_supports
 
+    if config.rollout_replicas:
+        from azr.fleet import RolloutFleet
+
+        fleet = RolloutFleet.start(config)
+        fleet.sync_weights(policy.model)  # a resumed run's weights, not the replicas' fresh load
+        return fleet
+
     choice = config.rollout_engine
     if choice == "auto":
         choice = "vllm" if vllm_supports(policy.model) else "hf"
@@ -70,6 +77,20 @@ def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
         sleep_level=config.vllm_sleep_level,
         sync_tolerance=default_tolerance(policy.model) if config.vllm_check_sync else None,
     )
+
+
+def fleet_metrics(engine: RolloutEngine) -> dict[str, float]:
+    """Per rollout replica, what it did this step (requests, tokens, deaths so far); nothing for an
+    engine in this process."""
+    take = getattr(engine, "take_stats", None)
+    if take is None:
+        return {}
+    metrics = {}
+    for index, stats in enumerate(take()):
+        metrics[f"rollout/replica{index}_requests"] = float(stats.requests)
+        metrics[f"rollout/replica{index}_tokens"] = float(stats.tokens)
+        metrics[f"rollout/replica{index}_restarts"] = float(stats.restarts)
+    return metrics
 
 
 def make_executor(config: SelfPlayConfig) -> ExecutorProtocol:
@@ -196,6 +217,7 @@ class SelfPlay:
             self.step_index, proposals, solutions, learnability, self.buffers, update, times.seconds, times.executor
         )
         metrics.update(evaluation)
+        metrics.update(fleet_metrics(self.engine))
         self.log.write(metrics, proposals)
         self.timeline.extend(self.trainer.spans())
         write_step(self.out / "timeline.jsonl", self.step_index, self.timeline.drain())

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from azr.cluster import connect, placement
+from azr.cluster import actors_needed, connect, placement
 from azr.config import SelfPlayConfig
 from azr.timeline import Span
 from azr.trainer import Sample, Totals, TrainConfig, micro_batches
@@ -160,7 +160,9 @@ class TrainerGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         size = config.trainer_workers
-        ray = connect(config.ray_address, logical_cpus=size + 1, why=f"trainer_workers={size}")
+        ray = connect(
+            config.ray_address, logical_cpus=actors_needed(size, config.rollout_replicas), why=f"trainer_workers={size}"
+        )
         gpus = 1 if config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= size else 0
         group = placement(ray, size, gpus=gpus)
         remote = ray.remote(TrainerWorker)

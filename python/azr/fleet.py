@@ -1,0 +1,291 @@
+"""Rollout replicas: `rollout_replicas=R` Ray actors, each with its own copy of the policy and its own
+rollout engine, behind one `RolloutEngine` the phases call as they call an engine in the driver.
+
+    fleet = RolloutFleet.start(config)          # R actors, each loading the policy
+    fleet.generate(prompts, params, on_completion=ready)
+    fleet.sync_weights(model)                   # every replica samples from `model`'s weights next
+
+Dispatch goes by load, not round-robin: requests are cut into chunks of `generation_batch_size`,
+and the next chunk goes to the replica with the fewest outstanding tokens (prompt plus the most it
+may generate), so a replica held up by long completions gets less. Completions stream back chunk by
+chunk, as each finishes. A replica that dies mid-phase (killed, out of memory) is restarted by
+Ray; its chunk goes back to the queue for any replica, the restarted one is given the current
+weights before it gets work again, and every prompt is answered exactly once.
+
+Weights travel through Ray's object store: one copy put by the driver, read by every replica (the
+broadcast transport of `azr.weight_transport`, from the trainer ranks straight to the replicas, is
+the path for large models and is not wired here yet).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from azr.cluster import actors_needed, connect, placement
+from azr.config import SelfPlayConfig
+from azr.rollout import (
+    Completion,
+    CompletionCallback,
+    HFEngine,
+    ProgressCallback,
+    SamplingParams,
+    check_guides,
+)
+
+# How many times Ray restarts a replica that died before the fleet gives up on it.
+REPLICA_RESTARTS = 3
+# Chunks a replica holds at once: the one it runs and the next, so it never waits for the driver.
+CHUNKS_PER_REPLICA = 2
+
+
+class FleetError(RuntimeError):
+    """No replica is left to answer the fleet's prompts."""
+
+
+class RolloutReplica:
+    """One replica (a Ray actor): the policy and a rollout engine over it."""
+
+    def __init__(self, index: int, model: str, seed: int, batch_size: int, threads: int) -> None:
+        from azr.models import load_policy
+
+        torch.set_num_threads(threads)
+        self.index = index
+        policy = load_policy(model, seed=seed)
+        self.engine = HFEngine(policy.model, policy.tokenizer, batch_size)
+
+    def generate(
+        self, seed: int, prompts: list[str], params: SamplingParams, guides: list[str] | None
+    ) -> list[Completion]:
+        torch.manual_seed(seed)
+        return self.engine.generate(prompts, params, guides=guides)
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> int:
+        self.engine.load_weights(weights.items())
+        return self.index
+
+
+@dataclass
+class ReplicaStats:
+    """What one replica did: requests answered, tokens generated, restarts."""
+
+    requests: int = 0
+    tokens: int = 0
+    restarts: int = 0
+
+
+@dataclass
+class _Chunk:
+    indices: list[int]
+    cost: int
+    seed: int
+    replica: int = -1
+
+
+@dataclass
+class _Replica:
+    actor: Any
+    outstanding: int = 0  # estimated tokens of the chunks it holds
+    chunks: int = 0
+    stale: bool = False  # restarted since the last weights it was given
+    alive: bool = True
+    stats: ReplicaStats = field(default_factory=ReplicaStats)
+
+
+class RolloutFleet:
+    """The driver's side of the replicas; a `RolloutEngine`. See the module's docstring."""
+
+    def __init__(self, ray: Any, actors: list[Any], group: Any, batch_size: int, seed: int) -> None:
+        self.ray, self.group, self.batch_size = ray, group, batch_size
+        self.replicas = [_Replica(actor) for actor in actors]
+        # Each chunk is sampled with its own seed, drawn from (seed, chunks so far).
+        self.seed, self.draws = seed, 0
+        self.weights: Any = None  # the object-store reference of the latest weights
+
+    @classmethod
+    def start(cls, config: SelfPlayConfig) -> RolloutFleet:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        count = config.rollout_replicas
+        ray = connect(
+            config.ray_address,
+            logical_cpus=actors_needed(config.trainer_workers, count),
+            why=f"rollout_replicas={count}",
+        )
+        gpus = 1 if config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= count else 0
+        group = placement(ray, count, gpus=gpus)
+        remote = ray.remote(RolloutReplica)
+        threads = max(1, (os.cpu_count() or 1) // count)
+        actors = [
+            remote.options(
+                num_cpus=1,
+                num_gpus=gpus,
+                max_restarts=REPLICA_RESTARTS,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=group, placement_group_bundle_index=index
+                ),
+                runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+            ).remote(index, config.model, config.seed, config.generation_batch_size, threads)
+            for index in range(count)
+        ]
+        return cls(ray, actors, group, config.generation_batch_size, config.seed)
+
+    # --- RolloutEngine --------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        *,
+        progress: ProgressCallback | None = None,
+        on_completion: CompletionCallback | None = None,
+        guides: Sequence[str] | None = None,
+    ) -> list[Completion]:
+        check_guides(prompts, guides)
+        if not prompts:
+            return []
+        # Outstanding tokens are estimated from characters (about four per token) plus the most a
+        # completion may add: dispatch needs an order of magnitude, not a tokenizer round trip.
+        costs = [len(prompt) // 4 + params.max_new_tokens for prompt in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -costs[i])
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        queue = deque(_Chunk(batch, sum(costs[i] for i in batch), self._draw()) for batch in batches)
+        results: list[Completion | None] = [None] * len(prompts)
+        running: dict[Any, _Chunk] = {}
+        done = 0
+        while queue or running:
+            while queue and self._dispatch(queue, running, prompts, params, guides):
+                pass
+            if not running:
+                raise FleetError(f"every rollout replica is gone ({self._describe()}); {len(queue)} chunks unanswered")
+            [ready], _ = self.ray.wait(list(running), num_returns=1)
+            chunk = running.pop(ready)
+            replica = self.replicas[chunk.replica]
+            replica.outstanding -= chunk.cost
+            replica.chunks -= 1
+            try:
+                completions = self.ray.get(ready)
+            except self.ray.exceptions.RayActorError:
+                self._lost(chunk, queue)
+                continue
+            replica.stats.requests += len(chunk.indices)
+            for index, completion in zip(chunk.indices, completions, strict=True):
+                replica.stats.tokens += len(completion.token_ids)
+                results[index] = completion
+                if on_completion is not None:
+                    on_completion(index, completion)
+            done += len(chunk.indices)
+            if progress is not None:
+                progress(done, len(prompts))
+        return [r for r in results if r is not None]
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.load_weights(model.state_dict().items())
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Every live replica samples from these weights next; waits until all have them."""
+        self.weights = self.ray.put({name: tensor.detach().cpu() for name, tensor in weights})
+        loading = {}
+        for index, replica in enumerate(self.replicas):
+            if replica.alive:
+                loading[replica.actor.load_weights.remote(self.weights)] = index
+        for reference, index in loading.items():
+            try:
+                self.ray.get(reference)
+                self.replicas[index].stale = False
+            except self.ray.exceptions.RayActorError:
+                self._died(index)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"fleet_chunks": self.draws}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.draws = int(state.get("fleet_chunks", 0))
+
+    # --- the rest -------------------------------------------------------------------------------
+
+    def take_stats(self) -> list[ReplicaStats]:
+        """What each replica did since the last call."""
+        taken = [replica.stats for replica in self.replicas]
+        for replica, stats in zip(self.replicas, taken, strict=True):
+            # Deaths stay counted: they decide when a replica is given up.
+            replica.stats = ReplicaStats(restarts=stats.restarts)
+        return taken
+
+    def shutdown(self) -> None:
+        for replica in self.replicas:
+            self.ray.kill(replica.actor)
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(self.group)
+
+    def _draw(self) -> int:
+        self.draws += 1
+        return (self.seed * 1_000_003 + self.draws) % 2**31
+
+    def _dispatch(
+        self,
+        queue: deque[_Chunk],
+        running: dict[Any, _Chunk],
+        prompts: Sequence[str],
+        params: SamplingParams,
+        guides: Sequence[str] | None,
+    ) -> bool:
+        """Send the next chunk to the live replica with the fewest outstanding tokens among those
+        holding fewer than `CHUNKS_PER_REPLICA`; False when none can take it."""
+        free = [i for i, r in enumerate(self.replicas) if r.alive and r.chunks < CHUNKS_PER_REPLICA]
+        if not free:
+            return False
+        index = min(free, key=lambda i: (self.replicas[i].outstanding, i))
+        replica = self.replicas[index]
+        if replica.stale and not self._refresh(index):
+            return True  # it is gone for good; look again
+        chunk = queue.popleft()
+        chunk.replica = index
+        replica.outstanding += chunk.cost
+        replica.chunks += 1
+        chunk_guides = None if guides is None else [guides[i] for i in chunk.indices]
+        future = replica.actor.generate.remote(chunk.seed, [prompts[i] for i in chunk.indices], params, chunk_guides)
+        running[future] = chunk
+        return True
+
+    def _lost(self, chunk: _Chunk, queue: deque[_Chunk]) -> None:
+        """A replica died holding `chunk`: the chunk goes back to the front of the queue."""
+        replica = self.replicas[chunk.replica]
+        if not replica.stale:  # its other chunk fails too; one death, counted once
+            self._died(chunk.replica)
+        chunk.replica = -1
+        queue.appendleft(chunk)
+
+    def _died(self, index: int) -> None:
+        replica = self.replicas[index]
+        replica.stale = True
+        replica.stats.restarts += 1
+        replica.alive = replica.stats.restarts <= REPLICA_RESTARTS
+
+    def _refresh(self, index: int) -> bool:
+        """Give a restarted replica the current weights; False if it is dead for good."""
+        replica = self.replicas[index]
+        while replica.alive:
+            try:
+                if self.weights is not None:
+                    self.ray.get(replica.actor.load_weights.remote(self.weights))
+                replica.stale = False
+                return True
+            except self.ray.exceptions.RayActorError:
+                self._died(index)
+        return False
+
+    def _describe(self) -> str:
+        return ", ".join(f"replica {i}: {r.stats.restarts} restarts" for i, r in enumerate(self.replicas))
+
+    def __del__(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:  # noqa: BLE001 - Ray may already be gone at interpreter exit
+            pass
