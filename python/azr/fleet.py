@@ -1,8 +1,10 @@
-"""Rollout replicas: `rollout_replicas=R` Ray actors, each with its own copy of the policy and its own
-rollout engine, behind one `RolloutEngine` the phases call as they call an engine in the driver.
+"""Rollout replicas: `rollout_replicas=R` Ray actors, each with its own copy of the policy, its own
+rollout engine and an executor on its node, behind one `RolloutEngine` the phases call as they call
+an engine in the driver.
 
     fleet = RolloutFleet.start(config)          # R actors, each loading the policy
     fleet.generate(prompts, params, on_completion=ready)
+    fleet.generate_and_check(rollouts, params, make_check)   # each checked where it was generated
     fleet.sync_weights(model)                   # every replica samples from `model`'s weights next
 
 Dispatch goes by load, not round-robin: requests are cut into chunks of `generation_batch_size`,
@@ -19,9 +21,10 @@ the path for large models and is not wired here yet).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +40,7 @@ from azr.rollout import (
     SamplingParams,
     check_guides,
 )
+from azr.verify import Check
 
 # How many times Ray restarts a replica that died before the fleet gives up on it.
 REPLICA_RESTARTS = 3
@@ -49,15 +53,17 @@ class FleetError(RuntimeError):
 
 
 class RolloutReplica:
-    """One replica (a Ray actor): the policy and a rollout engine over it."""
+    """One replica (a Ray actor): the policy, a rollout engine over it, and an executor on its node
+    that checks what the engine generated before anything travels back."""
 
-    def __init__(self, index: int, model: str, seed: int, batch_size: int, threads: int) -> None:
+    def __init__(self, index: int, config: SelfPlayConfig, threads: int) -> None:
         from azr.models import load_policy
 
         torch.set_num_threads(threads)
-        self.index = index
-        policy = load_policy(model, seed=seed)
-        self.engine = HFEngine(policy.model, policy.tokenizer, batch_size)
+        self.index, self.config = index, config
+        policy = load_policy(config.model, seed=config.seed)
+        self.engine = HFEngine(policy.model, policy.tokenizer, config.generation_batch_size)
+        self.executor: Any = None
 
     def generate(
         self, seed: int, prompts: list[str], params: SamplingParams, guides: list[str] | None
@@ -65,9 +71,50 @@ class RolloutReplica:
         torch.manual_seed(seed)
         return self.engine.generate(prompts, params, guides=guides)
 
+    def generate_and_check(
+        self,
+        seed: int,
+        rollouts: list[Any],
+        params: SamplingParams,
+        guides: list[str] | None,
+        make_check: Callable[[Any], Check | None],
+    ) -> list[Checked]:
+        """Generate each rollout's completion, parse it and run its check here: only the completion,
+        the parse and the verdict go back."""
+        from azr.verify import run_checks
+
+        completions = self.generate(seed, [r.prompt for r in rollouts], params, guides)
+        checks = []
+        for rollout, completion in zip(rollouts, completions, strict=True):
+            rollout.completion = completion
+            check = make_check(rollout)
+            if check is not None:
+                checks.append(check)
+        if checks:
+            run_checks(self._executor(), checks)
+        return [Checked(r.completion, r.parsed, r.check) for r in rollouts]
+
     def load_weights(self, weights: dict[str, torch.Tensor]) -> int:
         self.engine.load_weights(weights.items())
         return self.index
+
+    def _executor(self) -> Any:
+        if self.executor is None:
+            from azr.selfplay import make_executor
+
+            replicas = max(1, self.config.rollout_replicas)
+            workers = self.config.executor_workers or max(1, (os.cpu_count() or 1) // replicas)
+            self.executor = make_executor(dataclasses.replace(self.config, executor_workers=workers))
+        return self.executor
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What a replica sends back for one rollout: its completion, the parse, the check with outcomes."""
+
+    completion: Completion
+    parsed: Any
+    check: Check | None
 
 
 @dataclass
@@ -130,7 +177,7 @@ class RolloutFleet:
                     placement_group=group, placement_group_bundle_index=index
                 ),
                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-            ).remote(index, config.model, config.seed, config.generation_batch_size, threads)
+            ).remote(index, config, threads)
             for index in range(count)
         ]
         return cls(ray, actors, group, config.generation_batch_size, config.seed)
@@ -147,42 +194,48 @@ class RolloutFleet:
         guides: Sequence[str] | None = None,
     ) -> list[Completion]:
         check_guides(prompts, guides)
-        if not prompts:
-            return []
-        # Outstanding tokens are estimated from characters (about four per token) plus the most a
-        # completion may add: dispatch needs an order of magnitude, not a tokenizer round trip.
-        costs = [len(prompt) // 4 + params.max_new_tokens for prompt in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -costs[i])
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        queue = deque(_Chunk(batch, sum(costs[i] for i in batch), self._draw()) for batch in batches)
+
+        def call(actor: Any, seed: int, indices: list[int], chunk_guides: list[str] | None) -> Any:
+            return actor.generate.remote(seed, [prompts[i] for i in indices], params, chunk_guides)
+
         results: list[Completion | None] = [None] * len(prompts)
-        running: dict[Any, _Chunk] = {}
-        done = 0
-        while queue or running:
-            while queue and self._dispatch(queue, running, prompts, params, guides):
-                pass
-            if not running:
-                raise FleetError(f"every rollout replica is gone ({self._describe()}); {len(queue)} chunks unanswered")
-            [ready], _ = self.ray.wait(list(running), num_returns=1)
-            chunk = running.pop(ready)
-            replica = self.replicas[chunk.replica]
-            replica.outstanding -= chunk.cost
-            replica.chunks -= 1
-            try:
-                completions = self.ray.get(ready)
-            except self.ray.exceptions.RayActorError:
-                self._lost(chunk, queue)
-                continue
-            replica.stats.requests += len(chunk.indices)
-            for index, completion in zip(chunk.indices, completions, strict=True):
-                replica.stats.tokens += len(completion.token_ids)
-                results[index] = completion
-                if on_completion is not None:
-                    on_completion(index, completion)
-            done += len(chunk.indices)
-            if progress is not None:
-                progress(done, len(prompts))
+
+        def deliver(index: int, completion: Completion) -> Completion:
+            results[index] = completion
+            if on_completion is not None:
+                on_completion(index, completion)
+            return completion
+
+        self._run(list(prompts), params.max_new_tokens, guides, call, deliver, progress)
         return [r for r in results if r is not None]
+
+    def generate_and_check(
+        self,
+        rollouts: Sequence[Any],
+        params: SamplingParams,
+        make_check: Callable[[Any], Check | None],
+        *,
+        progress: ProgressCallback | None = None,
+        on_completion: CompletionCallback | None = None,
+        guides: Sequence[str] | None = None,
+    ) -> None:
+        """Generate every rollout's completion and check it on the replica that generated it (its
+        node's executor); each rollout gets its completion, parse and check with outcomes."""
+        prompts = [r.prompt for r in rollouts]
+        check_guides(prompts, guides)
+
+        def call(actor: Any, seed: int, indices: list[int], chunk_guides: list[str] | None) -> Any:
+            chunk = [rollouts[i] for i in indices]
+            return actor.generate_and_check.remote(seed, chunk, params, chunk_guides, make_check)
+
+        def deliver(index: int, checked: Checked) -> Completion:
+            rollout = rollouts[index]
+            rollout.completion, rollout.parsed, rollout.check = checked.completion, checked.parsed, checked.check
+            if on_completion is not None:
+                on_completion(index, checked.completion)
+            return checked.completion
+
+        self._run(prompts, params.max_new_tokens, guides, call, deliver, progress)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.load_weights(model.state_dict().items())
@@ -224,6 +277,49 @@ class RolloutFleet:
 
         remove_placement_group(self.group)
 
+    def _run(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        guides: Sequence[str] | None,
+        call: Callable[[Any, int, list[int], list[str] | None], Any],
+        deliver: Callable[[int, Any], Completion],
+        progress: ProgressCallback | None,
+    ) -> None:
+        """Cut the prompts into chunks, keep every replica fed by load (`_dispatch`), hand each
+        finished chunk's results to `deliver`, and re-queue the chunks of a replica that died."""
+        if not prompts:
+            return
+        # Outstanding tokens are estimated from characters (about four per token) plus the most a
+        # completion may add: dispatch needs an order of magnitude, not a tokenizer round trip.
+        costs = [len(prompt) // 4 + max_new_tokens for prompt in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -costs[i])
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        queue = deque(_Chunk(batch, sum(costs[i] for i in batch), self._draw()) for batch in batches)
+        running: dict[Any, _Chunk] = {}
+        done = 0
+        while queue or running:
+            while queue and self._dispatch(queue, running, guides, call):
+                pass
+            if not running:
+                raise FleetError(f"every rollout replica is gone ({self._describe()}); {len(queue)} chunks unanswered")
+            [ready], _ = self.ray.wait(list(running), num_returns=1)
+            chunk = running.pop(ready)
+            replica = self.replicas[chunk.replica]
+            replica.outstanding -= chunk.cost
+            replica.chunks -= 1
+            try:
+                answers = self.ray.get(ready)
+            except self.ray.exceptions.RayActorError:
+                self._lost(chunk, queue)
+                continue
+            replica.stats.requests += len(chunk.indices)
+            for index, answer in zip(chunk.indices, answers, strict=True):
+                replica.stats.tokens += len(deliver(index, answer).token_ids)
+            done += len(chunk.indices)
+            if progress is not None:
+                progress(done, len(prompts))
+
     def _draw(self) -> int:
         self.draws += 1
         return (self.seed * 1_000_003 + self.draws) % 2**31
@@ -232,9 +328,8 @@ class RolloutFleet:
         self,
         queue: deque[_Chunk],
         running: dict[Any, _Chunk],
-        prompts: Sequence[str],
-        params: SamplingParams,
         guides: Sequence[str] | None,
+        call: Callable[[Any, int, list[int], list[str] | None], Any],
     ) -> bool:
         """Send the next chunk to the live replica with the fewest outstanding tokens among those
         holding fewer than `CHUNKS_PER_REPLICA`; False when none can take it."""
@@ -250,8 +345,7 @@ class RolloutFleet:
         replica.outstanding += chunk.cost
         replica.chunks += 1
         chunk_guides = None if guides is None else [guides[i] for i in chunk.indices]
-        future = replica.actor.generate.remote(chunk.seed, [prompts[i] for i in chunk.indices], params, chunk_guides)
-        running[future] = chunk
+        running[call(replica.actor, chunk.seed, chunk.indices, chunk_guides)] = chunk
         return True
 
     def _lost(self, chunk: _Chunk, queue: deque[_Chunk]) -> None:

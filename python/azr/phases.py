@@ -228,45 +228,57 @@ def generate_and_check(
 ) -> None:
     """Generate every rollout of a phase in one engine call (each constrained to `guide(rollout)`,
     its format grammar, when given), handing each completion's check to
-    the executor as soon as it is ready; the phase ends when the last outcome is in. Checks the
+    the executor as soon as it is ready — or, with rollout replicas, checking it on the replica that
+    generated it; the phase ends when the last outcome is in. Checks the
     executor failed on are run once more; those that fail again stay undecided (counted in
     `executor/internal`), and a phase where every check failed stops the run."""
     if not rollouts:
         return
-    stream = CheckStream(executor, timeline)
     submitted = time.time()
+    guides = None if guide is None else [guide(r) for r in rollouts]
+    seconds = times.seconds
 
-    def ready(index: int, completion: Completion) -> None:
-        rollout = rollouts[index]
-        rollout.completion = completion
+    def span(index: int, completion: Completion) -> None:
         if timeline is not None:  # a request spans from the engine call to its completion
             timeline.add("engine", f"{phase} {index}", submitted, time.time(), tokens=len(completion.token_ids))
-        check = make_check(rollout)
-        if check is not None:
-            stream.submit([check])
 
-    seconds = times.seconds
     started = time.perf_counter()
-    try:
-        engine.generate(
-            [r.prompt for r in rollouts],
-            sampling,
-            progress=progress,
-            on_completion=ready,
-            guides=None if guide is None else [guide(r) for r in rollouts],
-        )
-    finally:
-        seconds["generate"] += time.perf_counter() - started
-        timing = stream.finish()
+    on_replicas = getattr(engine, "generate_and_check", None)
+    if on_replicas is not None:
+        # Rollout replicas check what they generate on their own nodes (`azr.fleet`).
+        try:
+            on_replicas(rollouts, sampling, make_check, progress=progress, on_completion=span, guides=guides)
+        finally:
+            seconds["generate"] += time.perf_counter() - started
+        times.executor["checked_on_replicas"] += sum(1 for r in rollouts if r.check is not None)
+    else:
+        stream = CheckStream(executor, timeline)
+
+        def ready(index: int, completion: Completion) -> None:
+            rollout = rollouts[index]
+            rollout.completion = completion
+            span(index, completion)
+            check = make_check(rollout)
+            if check is not None:
+                stream.submit([check])
+
+        try:
+            engine.generate(
+                [r.prompt for r in rollouts], sampling, progress=progress, on_completion=ready, guides=guides
+            )
+        finally:
+            seconds["generate"] += time.perf_counter() - started
+            timing = stream.finish()
+        seconds["verify"] += timing.verify_s
+        seconds["verify_hidden"] += timing.hidden_s
+        seconds["execute"] += timing.waited_s
     missing = [r for r in rollouts if r.completion is None]
     if missing:
         raise RuntimeError(f"the rollout engine did not hand over {len(missing)} of {len(rollouts)} completions")
-    seconds["verify"] += timing.verify_s
-    seconds["verify_hidden"] += timing.hidden_s
     checks = [r.check for r in rollouts if r.check is not None]
     rerun_started = time.perf_counter()
     retried, failed = rerun_undecided(executor, checks)
-    seconds["execute"] += timing.waited_s + time.perf_counter() - rerun_started
+    seconds["execute"] += time.perf_counter() - rerun_started
     times.executor["internal_retried"] += retried
     times.executor["internal"] += failed
     if checks and failed == len(checks):
