@@ -63,3 +63,15 @@ def test_guided_benchmark_gives_the_overhead_of_each_engine() -> None:
     assert summary["hf/guided_over_free"] > 0 and "| hf | guided |" in out
     # Guided completions are all formatted.
     assert all(line.endswith("| 100% |") for line in out.splitlines() if "| guided |" in line)
+
+
+@pytest.mark.slow
+def test_cluster_benchmark_compares_the_schedules() -> None:
+    pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[cluster]")')
+    args = ["--replicas", "1", "2", "--batch", "3", "--steps", "1", "--update-s", "0", "--token-ms", "0.01"]
+    out = bench("azr.bench.cluster", *args, data=False)
+    for row in ("| fleet |", "| round-robin |", "| reference (9 barriers) |", "| scheduler cost per request"):
+        assert row in out, out
+    results = json.loads(out.strip().splitlines()[-1])["results"]
+    assert {(r["schedule"], r["replicas"]) for r in results} >= {("fleet", 1), ("fleet", 2)}
+    assert all(r["step_s"] > 0 and 0 <= r["idle"] < 1 for r in results)
