@@ -114,3 +114,34 @@ def test_a_self_play_step_with_two_replicas_and_two_trainer_workers(tmp_path) ->
     assert sum(requests) >= sum(v for k, v in metrics.items() if k.startswith("count/")) > 0
     assert metrics["train/trainer_workers"] == 2.0
     assert metrics["executor/checked_on_replicas"] > 0 and CountingExecutor.jobs == 0
+
+
+def test_one_step_off_trains_each_step_during_the_next_ones_generation(tmp_path) -> None:
+    """Samples are trained one step later, while the next step generates: from the third step on
+    every trained sample is exactly one policy version old, and the update's span overlaps the
+    generation phases in the timeline. A step that drains leaves nothing pending."""
+    from azr.timeline import read_step
+
+    config = dataclasses.replace(CONFIG, pipeline="one-step-off", lr=1e-3)
+    run = SelfPlay(config, tmp_path / "run", executor=Executor(workers=1), progress=False)
+    try:
+        first, second, third = run.step(), run.step(), run.step()
+        assert not any(k.startswith(("train/", "lag/")) for k in first), "nothing to train yet"
+        second_lags = [v for k, v in second.items() if k.startswith("lag/")]
+        assert second_lags and set(second_lags) == {0.0}
+        lags = {k: v for k, v in third.items() if k.startswith("lag/")}
+        assert lags and set(lags.values()) == {1.0}, lags
+        assert "train/loss" in third and run.version == 2
+        _, spans = read_step(tmp_path / "run" / "timeline.jsonl", step=3)
+        driver = {s.name: s for s in spans if s.actor == "driver"}
+        train, propose = driver["train"], driver["propose"]
+        assert train.start < propose.start + propose.seconds and propose.start < train.start + train.seconds
+        run.step(drain=True)
+        assert run.pending is None and run.version == 4
+    finally:
+        run.engine.shutdown()
+
+
+def test_one_step_off_needs_replicas() -> None:
+    with pytest.raises(ValueError, match="rollout_replicas"):
+        dataclasses.replace(load_config("smoke"), pipeline="one-step-off")

@@ -90,6 +90,10 @@ class SelfPlayConfig:
     # N ≥ 1 generates on N Ray actors, each with its own copy of the policy (the HF engine), dispatched
     # by load; 0 generates in this process. Weights reach them after every update (`azr.fleet`).
     rollout_replicas: int = 0
+    # "sync": each step's samples train at its end, the engine waits. "one-step-off": they train during
+    # the next step's generation (whose samples are then one policy version old, corrected by the
+    # trainer's truncated importance sampling); needs rollout_replicas ≥ 1, whose weights are their own.
+    pipeline: Literal["sync", "one-step-off"] = "sync"
     ray_address: str = ""  # "": start a Ray for this run; "auto": join the running cluster; or a head's address
     gpu_memory_gb: float = 80.0  # per GPU, for the memory plan (`azr selfplay --dry-run`)
     # Evaluation during the run (`azr eval`'s benchmarks, greedy, with the run's rollout engine): every
@@ -148,6 +152,13 @@ class SelfPlayConfig:
             raise ValueError(f"vllm_sleep_level must be 0 (off), 1 or 2, got {self.vllm_sleep_level}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.pipeline not in ("sync", "one-step-off"):
+            raise ValueError(f"pipeline must be 'sync' or 'one-step-off', got {self.pipeline!r}")
+        if self.pipeline == "one-step-off" and not self.rollout_replicas:
+            raise ValueError(
+                "pipeline=one-step-off needs rollout_replicas >= 1: the engine in this process shares the "
+                "weights the update changes"
+            )
         if self.rollout_replicas and self.rollout_engine == "vllm":
             raise ValueError(
                 "rollout_replicas runs the HF engine in each replica for now; use rollout_engine=auto or hf"

@@ -20,7 +20,9 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,9 +45,9 @@ from azr.models import Policy, load_policy
 from azr.parsing import Proposal
 from azr.phases import TRIPLET_TASKS, PhaseTimes, Rollout, StepSettings
 from azr.rollout import HFEngine, RolloutEngine, SamplingParams
-from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, InductionTask, TaskType, Triplet
+from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, InductionTask, TaskType, Triplet, role_name
 from azr.timeline import Timeline, write_step
-from azr.trainer import TrainConfig, Trainer
+from azr.trainer import Sample, TrainConfig, Trainer
 from azr.trainer_group import TrainerGroup
 from azr.verify import Check, proposal_check, proposed_triplet, run_checks
 
@@ -77,6 +79,15 @@ def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
         sleep_level=config.vllm_sleep_level,
         sync_tolerance=default_tolerance(policy.model) if config.vllm_check_sync else None,
     )
+
+
+@dataclass
+class Batch:
+    """A step's training samples, their task-roles, and the policy version that generated them."""
+
+    samples: list[Sample]
+    roles: list[str]
+    version: int
 
 
 def fleet_metrics(engine: RolloutEngine) -> dict[str, float]:
@@ -165,6 +176,11 @@ class SelfPlay:
         self.buffers[TaskType.INDUCTION].add([IDENTITY_INDUCTION], -1, self.rng)
         self.log = RunLog(self.out)
         self.timeline = Timeline()
+        # Policy versions the engine has sampled from (one per update), and, one-step-off, the
+        # last step's samples waiting for their update, which runs in this thread pool.
+        self.version = 0
+        self.pending: Batch | None = None
+        self._updater = ThreadPoolExecutor(1, thread_name_prefix="azr-update")
         # Loaded now, so that a missing benchmark file stops the run before its first step.
         self.eval_items = (
             [
@@ -179,12 +195,17 @@ class SelfPlay:
         )
         self._eval_executor: ExecutorProtocol | None = None
 
-    def step(self) -> dict[str, float]:
-        """One self-play step; returns its metrics (also written to the run directory)."""
+    def step(self, *, drain: bool = False) -> dict[str, float]:
+        """One self-play step; returns its metrics (also written to the run directory).
+
+        With `pipeline=one-step-off` the update of the last step's samples runs while this step
+        generates, and this step's samples wait for the next one; `drain=True` (a checkpoint is
+        due) trains them at the end of this step instead, so a checkpoint holds no pending work."""
         self.step_index += 1
         times = PhaseTimes()
         started = time.perf_counter()
         torch.manual_seed(self.rng.getrandbits(63))
+        background = self._update_in_background(times) if self.pending is not None else None
 
         # Propose, and validate each proposal as soon as it is generated.
         proposals = phases.proposer_rollouts(self.buffers, self.settings, self.rng, self.fits)
@@ -195,17 +216,27 @@ class SelfPlay:
         solutions = phases.solver_rollouts(proposals, self.buffers, self.settings, self.rng, self.fits)
         learnability = [r for p in proposals for r in p.learnability]
         self.generate_and_check(solutions + learnability, "solve", phases.check_answer, times)
-        # Reward, advantages, one optimizer step, and the engine samples from the new weights.
+        # Reward and advantages; the new tasks join the buffers.
         phases.assign_rewards(proposals, solutions, learnability, self.config.extreme_proposer_reward)
         trained = [r for r in proposals + solutions if r.trained]
         phases.assign_advantages(trained, self.config.advantage_statistics)
-        with timer(times.seconds, "train", self.timeline):
-            update = self.trainer.step(phases.training_samples(trained))
-        with timer(times.seconds, "sync", self.timeline):
-            self.trainer.publish(self.policy.model)
-            self.engine.sync_weights(self.policy.model)
         for task, tasks in phases.new_tasks(proposals).items():
             self.buffers[task].add(tasks, self.step_index, self.rng)
+        batch = Batch(phases.training_samples(trained), [role_name((r.role, r.task)) for r in trained], self.version)
+
+        # One optimizer step, and the engine samples from the new weights.
+        update: dict[str, float] = {}
+        lags: dict[str, float] = {}
+        if background is not None:
+            update, lags = background.result()
+            self._sync(times)
+        if self.config.pipeline == "sync" or drain:
+            with timer(times.seconds, "train", self.timeline):
+                update, lags = self._train(batch)
+            self._sync(times)
+            self.pending = None
+        else:
+            self.pending = batch
 
         evaluation = {}
         if self.config.eval_every and self.step_index % self.config.eval_every == 0:
@@ -216,12 +247,39 @@ class SelfPlay:
         metrics = step_metrics(
             self.step_index, proposals, solutions, learnability, self.buffers, update, times.seconds, times.executor
         )
+        metrics.update(lags)
         metrics.update(evaluation)
         metrics.update(fleet_metrics(self.engine))
         self.log.write(metrics, proposals)
         self.timeline.extend(self.trainer.spans())
         write_step(self.out / "timeline.jsonl", self.step_index, self.timeline.drain())
         return metrics
+
+    def _train(self, batch: Batch) -> tuple[dict[str, float], dict[str, float]]:
+        """One optimizer step on `batch` and its new weights in the driver's model; the update's
+        statistics, and the version lag of its samples per task-role (`lag/<role>`: policy
+        versions between the one that generated them and the one the update starts from)."""
+        update = self.trainer.step(batch.samples)
+        self.trainer.publish(self.policy.model)
+        lag = float(self.version - batch.version)
+        return update, {f"lag/{role}": lag for role in sorted(set(batch.roles))}
+
+    def _update_in_background(self, times: PhaseTimes) -> Future:
+        """Train the pending batch in a thread while this step generates (one-step-off)."""
+        batch, self.pending = self.pending, None
+        assert batch is not None
+
+        def train() -> tuple[dict[str, float], dict[str, float]]:
+            with timer(times.seconds, "train", self.timeline):
+                return self._train(batch)
+
+        return self._updater.submit(train)
+
+    def _sync(self, times: PhaseTimes) -> None:
+        """The engine samples from the driver's model's weights, a new policy version."""
+        with timer(times.seconds, "sync", self.timeline):
+            self.engine.sync_weights(self.policy.model)
+        self.version += 1
 
     def evaluate(self) -> dict[str, float]:
         """The current policy on the run's evaluation benchmarks, greedy: `eval/<benchmark>` scores
@@ -274,10 +332,11 @@ class SelfPlay:
     def run(self, steps: int, on_step: Callable[[dict[str, float]], None] | None = None) -> None:
         """Run until `steps` steps are done in total, checkpointing as configured."""
         while self.step_index < steps:
-            metrics = self.step()
+            due = (self.step_index + 1) % self.config.checkpoint_every == 0 or self.step_index + 1 == steps
+            metrics = self.step(drain=due)
             if on_step is not None:
                 on_step(metrics)
-            if self.step_index % self.config.checkpoint_every == 0 or self.step_index == steps:
+            if due:
                 self.save_checkpoint()
 
     def last_checkpoint(self) -> str:

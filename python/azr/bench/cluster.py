@@ -16,6 +16,8 @@ learnability samples of the valid proposals (3·B + 8·B, a third of proposals v
 Schedules, on the same latencies:
 
 - `fleet`: azr's, one call per phase, chunks dispatched by outstanding tokens and streamed back;
+- `fleet, one-step-off`: the same, with the update of the last step's samples running during this
+  step's generation (`pipeline=one-step-off`);
 - `round-robin`: one call per phase, each replica handed every R-th request up front;
 - `reference (9 barriers)`: the AZR reference's, nine blocking generate calls a step (per task type:
   propose, learnability, solve), each waiting for its slowest completion, dispatched as `fleet` does.
@@ -31,6 +33,7 @@ import json
 import math
 import random
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,7 +92,8 @@ def step_calls(rng: random.Random, args: argparse.Namespace) -> dict[str, list[l
     proposals = [p for task in prompts for p in task[0]]
     later = [p for task in prompts for p in task[1] + task[2]]
     reference = [call for task in prompts for call in task]
-    return {"fleet": [proposals, later], "round-robin": [proposals, later], "reference (9 barriers)": reference}
+    fleet = [proposals, later]
+    return {"fleet": fleet, "fleet, one-step-off": fleet, "round-robin": fleet, "reference (9 barriers)": reference}
 
 
 def run_round_robin(fleet: RolloutFleet, prompts: list[str], params: SamplingParams) -> None:
@@ -102,12 +106,19 @@ def measure(fleet: RolloutFleet, schedule: str, calls: list[list[str]], update_s
     """Seconds of one step and the replicas' busy seconds in it."""
     params = SamplingParams(max_new_tokens=1)
     started = time.perf_counter()
+    overlapped = schedule.endswith("one-step-off")
+    update = threading.Thread(target=time.sleep, args=(update_s,)) if overlapped else None
+    if update is not None:
+        update.start()  # the last step's update, while this step generates
     for prompts in calls:
         if schedule == "round-robin":
             run_round_robin(fleet, prompts, params)
         else:
             fleet.generate(prompts, params)
-    time.sleep(update_s)
+    if update is not None:
+        update.join()
+    else:
+        time.sleep(update_s)
     seconds = time.perf_counter() - started
     busy = sum(fleet.ray.get([r.actor.take_busy.remote() for r in fleet.replicas]))
     return seconds, busy
@@ -189,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             rng = random.Random(args.seed)
             steps = [step_calls(rng, args) for _ in range(args.steps)]
-            for schedule in ("fleet", "round-robin", "reference (9 barriers)"):
+            for schedule in ("fleet", "fleet, one-step-off", "round-robin", "reference (9 barriers)"):
                 measured = [measure(fleet, schedule, calls[schedule], args.update_s) for calls in steps]
                 step_s = sum(s for s, _ in measured) / len(measured)
                 idle = 1 - sum(b for _, b in measured) / (count * sum(s for s, _ in measured))
