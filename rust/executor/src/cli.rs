@@ -458,7 +458,7 @@ fn memory_probe(instances: usize) -> anyhow::Result<i32> {
     let fresh = resident_bytes()?;
     let job = Job::new("def f(xs):\n    return sorted(set(xs))", "[3, 1, 2, 3]");
     for sandbox in &mut live {
-        sandbox.run(&job, false);
+        sandbox.run(&job, false, None);
     }
     let used = resident_bytes()?;
     drop(live);

@@ -19,6 +19,7 @@ mod bindings {
 
 pub mod cli;
 mod clock;
+mod compiled;
 mod error;
 pub mod guest;
 mod job;

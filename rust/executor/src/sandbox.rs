@@ -154,13 +154,8 @@ impl<'r> Sandbox<'r> {
         Ok(Sandbox { store, guest, limits, timeout: limits.timeout, salt, _slot: slot })
     }
 
-    /// Run one job. `reuse` says the sandbox may run more jobs afterwards, so the guest works out
-    /// whether this one could have changed what they see.
-    pub fn run(&mut self, job: &Job, reuse: bool) -> RunResult {
-        self.timeout = job.timeout_s.map_or(self.limits.timeout, Duration::from_secs_f64);
-        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
-        self.store.data_mut().memory.refused = false;
-        let request = bindings::Job {
+    fn request(&self, job: &Job, reuse: bool, code: Option<&[u8]>) -> bindings::Job {
+        bindings::Job {
             program: job.program.clone(),
             input: job.input.clone(),
             imports: job.imports.clone(),
@@ -169,7 +164,29 @@ impl<'r> Sandbox<'r> {
             reuse,
             evaluation: job.policy == Policy::Evaluation,
             script: job.script,
-        };
+            code: code.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The job's program compiled and checked by the guest, marshalled, before any program runs
+    /// in this instance; `None` when it does not compile, is refused, or the call failed (the
+    /// run then compiles it itself and says why). The instance is spent when the call trapped.
+    pub fn compile(&mut self, job: &Job) -> Result<Option<Vec<u8>>, ()> {
+        self.timeout = self.limits.timeout;
+        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+        self.store.data_mut().memory.refused = false;
+        let request = self.request(job, false, None);
+        self.guest.call_compile(&mut self.store, &request).map_err(drop)
+    }
+
+    /// Run one job. `reuse` says the sandbox may run more jobs afterwards, so the guest works out
+    /// whether this one could have changed what they see; `code` is the program as `compile`
+    /// returned it, when the host kept it.
+    pub fn run(&mut self, job: &Job, reuse: bool, code: Option<&[u8]>) -> RunResult {
+        self.timeout = job.timeout_s.map_or(self.limits.timeout, Duration::from_secs_f64);
+        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+        self.store.data_mut().memory.refused = false;
+        let request = self.request(job, reuse, code);
         match self.guest.call_run(&mut self.store, &request) {
             Ok(outcome) => {
                 let status = match outcome.status {

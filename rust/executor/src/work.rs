@@ -1,10 +1,12 @@
 //! What a worker does with a task: run jobs in sandboxes (strict or batch), combine determinism
 //! runs into a verdict, compare repr texts. Used the same way by worker threads and worker processes.
 
+use crate::compiled;
 use crate::job::{Job, Limits, Mode, Outcome, Status, Timings};
 use crate::runtime::Runtime;
 use crate::sandbox::{RunResult, Sandbox};
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -88,7 +90,10 @@ fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &
         }
         let run = match sandbox {
             Ok(mut sandbox) => {
-                let run = timed(&mut timings.run_s, || sandbox.run(job, false));
+                let run = timed(&mut timings.run_s, || {
+                    let code = compiled_code(job, &mut sandbox);
+                    sandbox.run(job, false, code.as_deref())
+                });
                 timed(&mut timings.teardown_s, || drop(sandbox));
                 run
             }
@@ -105,6 +110,19 @@ fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &
     timed(&mut timings.prepare_s, || prepare_next(runtime, limits));
     outcome.timings = Some(timings);
     outcome
+}
+
+/// The job's compiled program from this worker's cache, or compiled now by `sandbox` — fresh, no
+/// program ran in it yet — and kept. `None` when the guest should compile it itself: a script, a
+/// program that does not compile or is refused (the run says why), or a compile call that failed.
+fn compiled_code(job: &Job, sandbox: &mut Sandbox<'_>) -> compiled::Compiled {
+    let key = compiled::Key::of(job)?;
+    if let Some(known) = compiled::recall(key) {
+        return known;
+    }
+    let code: compiled::Compiled = sandbox.compile(job).ok()?.map(Rc::from);
+    compiled::remember(key, code.clone());
+    code
 }
 
 /// Seconds spent in `step`, added to `phase`.
@@ -177,7 +195,7 @@ fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
             };
             let run = match instance {
                 Ok(mut fresh_or_warm) => {
-                    let run = timed(&mut time.run_s, || fresh_or_warm.run(job, true));
+                    let run = timed(&mut time.run_s, || fresh_or_warm.run(job, true, None));
                     if run.reusable && !job.script {
                         sandbox = Some(fresh_or_warm);
                     } else {

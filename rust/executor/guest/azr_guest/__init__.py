@@ -10,6 +10,7 @@ changing what the next one sees when an instance is reused.
 """
 
 import gc
+import marshal
 import sys
 import warnings
 
@@ -63,14 +64,30 @@ def _check_program(source, reuse, evaluation):
     return checked
 
 
+def _source(job):
+    return job.program if not job.imports else job.imports + "\n" + job.program
+
+
+def compile_job(job):
+    """The job's program compiled and checked under its policy, marshalled; None when refused."""
+    try:
+        code, _ = _check_program(_source(job), False, job.evaluation)
+    except Rejection:
+        return None
+    return marshal.dumps(code)
+
+
 def _prepare(job):
     """Everything that can refuse a job before it runs: (program, arguments, shared_risk). The input
     is read as data before any of the program runs, so nothing it says reaches the program's names;
     `arguments` is then `(args, kwargs)`. Under the evaluation policy an input that is not data is
     a benchmark's own (CRUXEval's use lambdas, calls, even the program's globals): it is then the
     compiled call `f(<input>)`, evaluated in the program's namespace as the benchmark's harness does."""
-    source = job.program if not job.imports else job.imports + "\n" + job.program
-    program, shared_risk = _check_program(source, job.reuse, job.evaluation)
+    if job.code is not None:
+        # Compiled and checked by `compile_job` in a fresh instance; what it may share is unknown here.
+        program, shared_risk = marshal.loads(job.code), True
+    else:
+        program, shared_risk = _check_program(_source(job), job.reuse, job.evaluation)
     try:
         arguments = data.arguments(job.input)
     except data.NotData as exc:
@@ -162,6 +179,12 @@ class WitWorld(wit_world.WitWorld):
             error = f"harness: {_describe(exc)}"
             return wit_world.Outcome(wit_world.Status.INTERNAL, None, error, None, True, None, None)
 
+    def compile(self, job):
+        try:
+            return compile_job(job)
+        except BaseException:
+            return None  # `run` compiles it again and reports what went wrong
+
     def canonical(self, text):
         try:
             return data.canonical_text(text)
@@ -189,7 +212,10 @@ _WARM_UP = (
 
 def _warm_up():
     for program, text in _WARM_UP:
-        run_job(wit_world.Job(program, text, "", 1 << 16, 0, False, False, False))
+        job = wit_world.Job(program, text, "", 1 << 16, 0, False, False, False, None)
+        run_job(job)
+        # And as a job whose code the host kept from `compile`.
+        run_job(wit_world.Job(program, text, "", 1 << 16, 0, False, False, False, compile_job(job)))
         data.canonical_text(text)
     isolation.reset_interpreter_state(0, False)
 
