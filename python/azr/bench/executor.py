@@ -273,10 +273,24 @@ def median_measurement(runs: Sequence[Measurement]) -> Measurement:
     return Measurement(middle.method, middle.programs, middle.seconds, middle.latencies)
 
 
+class FreshExecutors:
+    """A new executor for each measurement, made before its clock starts: strict mode's caches
+    (compiled code per worker, the memo) then start empty, as they are for programs a run has not
+    seen before."""
+
+    def __init__(self, **settings) -> None:
+        self.settings = settings
+        self.ready = Executor(**settings)
+
+    def take(self) -> Executor:
+        executor, self.ready = self.ready, Executor(**self.settings)
+        return executor
+
+
 def compare(
     workload: str,
     programs: list[Program],
-    strict: Executor,
+    strict: FreshExecutors,
     batch: Executor,
     pool,
     workers: int,
@@ -285,7 +299,7 @@ def compare(
 ) -> list[Measurement]:
     """Every method on the same programs, interleaved `reps` times; the median run of each."""
     methods: list[tuple[str, Callable[[], Measurement]]] = [
-        ("azr strict", lambda: measure_executor("azr strict", strict, programs)),
+        ("azr strict", lambda: measure_executor("azr strict", strict.take(), programs)),
         ("azr batch", lambda: measure_executor("azr batch", batch, programs)),
         ("native", lambda: measure_native(programs)),
         ("pool", lambda: measure_pool(pool, workers, programs)),
@@ -294,20 +308,14 @@ def compare(
     return interleave(workload, methods, reps)
 
 
-def compare_traffic(checks: list[Program], strict: Executor, batch: Executor, pool, workers: int, reps: int):
-    """AZR's traffic (`traffic_tasks`) through every method; the strict executor with the memo is
-    made anew for each repetition, so that it starts empty (it is made before the clock starts)."""
+def compare_traffic(checks: list[Program], strict: FreshExecutors, batch: Executor, pool, workers: int, reps: int):
+    """AZR's traffic (`traffic_tasks`) through every method; strict mode with and without the memo,
+    each repetition on a new executor."""
     tasks = traffic_tasks(checks)
-    made: list[Executor] = []
-
-    def memo_strict() -> Measurement:
-        executor = made.pop() if made else Executor(workers=workers, mode="strict", timeout_s=10.0)
-        made.append(Executor(workers=workers, mode="strict", timeout_s=10.0))  # the next repetition's
-        return measure_traffic("azr strict, memo", executor, checks)
-
+    memo = FreshExecutors(workers=workers, mode="strict", timeout_s=10.0)
     methods: list[tuple[str, Callable[[], Measurement]]] = [
-        ("azr strict", lambda: measure_traffic("azr strict", strict, checks)),
-        ("azr strict, memo", memo_strict),
+        ("azr strict", lambda: measure_traffic("azr strict", strict.take(), checks)),
+        ("azr strict, memo", lambda: measure_traffic("azr strict, memo", memo.take(), checks)),
         ("azr batch", lambda: measure_traffic("azr batch", batch, checks)),
         ("native", lambda: measure_native(tasks)),
         ("pool", lambda: measure_pool(pool, workers, tasks)),
@@ -369,9 +377,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     programs, workload = load_workload(args.data, args.programs)
-    # Distinct programs measure what a fresh sandbox costs: without the memo, which would answer
-    # every repetition after the first from the first.
-    strict = Executor(workers=args.workers, mode="strict", timeout_s=10.0, memo_mb=0)
+    # Without the memo, which would answer every repetition after the first from the first; a new
+    # executor per repetition, whose workers have compiled none of the programs yet.
+    strict = FreshExecutors(workers=args.workers, mode="strict", timeout_s=10.0, memo_mb=0)
     batch = Executor(workers=args.workers, mode="batch", timeout_s=10.0)
     programs = runnable(batch, programs)
     workloads = []
