@@ -8,7 +8,10 @@ anything else is the address of a head node. Actors are placed through placement
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azr.config import SelfPlayConfig
 
 INSTALL_HINT = 'pip install -e ".[cluster]"  (or: pip install "ray>=2.50")'
 # Logical CPUs of a Ray started for the run, at least: enough for trainer workers and rollout
@@ -59,3 +62,33 @@ def placement(ray: Any, bundles: int, *, gpus: int, cpus: float = 1.0) -> Any:
     group = placement_group([dict(resources) for _ in range(bundles)], strategy="PACK")
     ray.get(group.ready(), timeout=600)
     return group
+
+
+def reserve(config: SelfPlayConfig, count: int, why: str) -> tuple[Any, Any, int]:
+    """For `count` actors of a run: Ray (started or joined as `ray_address` says), a placement group
+    of `count` bundles, and the GPUs per bundle (one, unless the run is on CPU or the cluster lacks them)."""
+    ray = connect(
+        config.ray_address, logical_cpus=actors_needed(config.trainer_workers, config.rollout_replicas), why=why
+    )
+    gpus = 1 if config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= count else 0
+    return ray, placement(ray, count, gpus=gpus), gpus
+
+
+def start_actors(
+    ray: Any, actor_class: type, group: Any, arguments: list[tuple], *, gpus: int, restarts: int = 0
+) -> list:
+    """One actor of `actor_class` on each bundle of `group` (bundle i gets `arguments[i]`), a CPU
+    and `gpus` GPUs each; Ray restarts one that dies up to `restarts` times."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    remote = ray.remote(actor_class)
+    return [
+        remote.options(
+            num_cpus=1,
+            num_gpus=gpus,
+            max_restarts=restarts,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=i),
+            runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+        ).remote(*args)
+        for i, args in enumerate(arguments)
+    ]

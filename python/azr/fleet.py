@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from azr.cluster import actors_needed, connect, placement
+from azr.cluster import reserve, start_actors
 from azr.config import SelfPlayConfig
 from azr.rollout import (
     Completion,
@@ -156,30 +156,11 @@ class RolloutFleet:
 
     @classmethod
     def start(cls, config: SelfPlayConfig) -> RolloutFleet:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         count = config.rollout_replicas
-        ray = connect(
-            config.ray_address,
-            logical_cpus=actors_needed(config.trainer_workers, count),
-            why=f"rollout_replicas={count}",
-        )
-        gpus = 1 if config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= count else 0
-        group = placement(ray, count, gpus=gpus)
-        remote = ray.remote(RolloutReplica)
+        ray, group, gpus = reserve(config, count, f"rollout_replicas={count}")
         threads = max(1, (os.cpu_count() or 1) // count)
-        actors = [
-            remote.options(
-                num_cpus=1,
-                num_gpus=gpus,
-                max_restarts=REPLICA_RESTARTS,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group, placement_group_bundle_index=index
-                ),
-                runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-            ).remote(index, config, threads)
-            for index in range(count)
-        ]
+        arguments = [(index, config, threads) for index in range(count)]
+        actors = start_actors(ray, RolloutReplica, group, arguments, gpus=gpus, restarts=REPLICA_RESTARTS)
         return cls(ray, actors, group, config.generation_batch_size, config.seed)
 
     # --- RolloutEngine --------------------------------------------------------------------------

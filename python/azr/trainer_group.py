@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from azr.cluster import actors_needed, connect, placement
+from azr.cluster import reserve, start_actors
 from azr.config import SelfPlayConfig
 from azr.timeline import Span
 from azr.trainer import Sample, Totals, TrainConfig, micro_batches
@@ -157,27 +157,10 @@ class TrainerGroup:
     def start(
         cls, config: SelfPlayConfig, train: TrainConfig, *, checkpoint: Path | None, last_checkpoint: Callable[[], str]
     ) -> TrainerGroup:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         size = config.trainer_workers
-        ray = connect(
-            config.ray_address, logical_cpus=actors_needed(size, config.rollout_replicas), why=f"trainer_workers={size}"
-        )
-        gpus = 1 if config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= size else 0
-        group = placement(ray, size, gpus=gpus)
-        remote = ray.remote(TrainerWorker)
-        workers = [
-            remote.options(
-                num_cpus=1,
-                num_gpus=gpus,
-                name=None,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group, placement_group_bundle_index=rank
-                ),
-                runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-            ).remote(rank, size, config.model, config.seed, train)
-            for rank in range(size)
-        ]
+        ray, group, gpus = reserve(config, size, f"trainer_workers={size}")
+        arguments = [(rank, size, config.model, config.seed, train) for rank in range(size)]
+        workers = start_actors(ray, TrainerWorker, group, arguments, gpus=gpus)
         trainers = cls(ray, workers, group, train, last_checkpoint)
         master, port = trainers._call("address", [()] * size)[0]
         trainers._call("setup", [(master, port, str(checkpoint) if checkpoint else None)] * size)

@@ -38,7 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from azr.cluster import connect, placement
+from azr.cluster import connect, placement, start_actors
 from azr.fleet import RolloutFleet
 from azr.rollout import Completion, SamplingParams
 
@@ -125,17 +125,8 @@ def measure(fleet: RolloutFleet, schedule: str, calls: list[list[str]], update_s
 
 
 def start_fleet(ray, count: int, token_s: float, chunk: int) -> RolloutFleet:
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
     group = placement(ray, count, gpus=0)
-    remote = ray.remote(SyntheticReplica)
-    actors = [
-        remote.options(
-            num_cpus=1,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=i),
-        ).remote(token_s, chunk)
-        for i in range(count)
-    ]
+    actors = start_actors(ray, SyntheticReplica, group, [(token_s, chunk)] * count, gpus=0)
     ray.get([actor.take_busy.remote() for actor in actors])
     return RolloutFleet(ray, actors, group, chunk, seed=0)
 
