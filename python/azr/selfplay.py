@@ -231,10 +231,8 @@ class SelfPlay:
             update, lags = background.result()
             self._sync(times)
         if self.config.pipeline == "sync" or drain:
-            with timer(times.seconds, "train", self.timeline):
-                update, lags = self._train(batch)
+            update, lags = self._train(batch, times)
             self._sync(times)
-            self.pending = None
         else:
             self.pending = batch
 
@@ -255,12 +253,13 @@ class SelfPlay:
         write_step(self.out / "timeline.jsonl", self.step_index, self.timeline.drain())
         return metrics
 
-    def _train(self, batch: Batch) -> tuple[dict[str, float], dict[str, float]]:
+    def _train(self, batch: Batch, times: PhaseTimes) -> tuple[dict[str, float], dict[str, float]]:
         """One optimizer step on `batch` and its new weights in the driver's model; the update's
         statistics, and the version lag of its samples per task-role (`lag/<role>`: policy
         versions between the one that generated them and the one the update starts from)."""
-        update = self.trainer.step(batch.samples)
-        self.trainer.publish(self.policy.model)
+        with timer(times.seconds, "train", self.timeline):
+            update = self.trainer.step(batch.samples)
+            self.trainer.publish(self.policy.model)
         lag = float(self.version - batch.version)
         return update, {f"lag/{role}": lag for role in sorted(set(batch.roles))}
 
@@ -268,12 +267,7 @@ class SelfPlay:
         """Train the pending batch in a thread while this step generates (one-step-off)."""
         batch, self.pending = self.pending, None
         assert batch is not None
-
-        def train() -> tuple[dict[str, float], dict[str, float]]:
-            with timer(times.seconds, "train", self.timeline):
-                return self._train(batch)
-
-        return self._updater.submit(train)
+        return self._updater.submit(self._train, batch, times)
 
     def _sync(self, times: PhaseTimes) -> None:
         """The engine samples from the driver's model's weights, a new policy version."""

@@ -238,26 +238,18 @@ impl Executor {
         let (mut to_run, mut indices, mut keys, mut to_judge) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (index, job) in jobs.into_iter().enumerate() {
             let key = self.memo.as_ref().and_then(|_| Key::of(&job, self.config.limits));
-            match (key, &self.memo) {
-                (Some(key), Some(memo)) => match memo.recall(key, &job) {
-                    Some(known) => match job.expected {
-                        Some(expected) if known.status == Status::Ok => to_judge.push((index, known, expected)),
-                        _ => {
-                            let mut outcome = known.outcome();
-                            outcome.timings = Some(Timings { start_us: submitted_us, ..Timings::default() });
-                            let _ = results.send((index, outcome));
-                        }
-                    },
-                    None => {
-                        keys.push(Some(key));
-                        indices.push(index);
-                        to_run.push(job);
-                    }
-                },
-                _ => {
-                    keys.push(None);
+            let known = key.zip(self.memo.as_ref()).and_then(|(key, memo)| memo.recall(key, &job));
+            match (known, job.expected) {
+                (Some(known), Some(expected)) if known.status == Status::Ok => to_judge.push((index, known, expected)),
+                (Some(known), _) => {
+                    let mut outcome = known.outcome();
+                    outcome.timings = Some(Timings { start_us: submitted_us, ..Timings::default() });
+                    let _ = results.send((index, outcome));
+                }
+                (None, expected) => {
+                    keys.push(key);
                     indices.push(index);
-                    to_run.push(job);
+                    to_run.push(Job { expected, ..job });
                 }
             }
         }
@@ -418,8 +410,7 @@ fn serve_tasks(
                     });
                 for (index, mut outcome) in range.zip(outcomes) {
                     if let Some(timings) = outcome.timings.as_mut() {
-                        timings.worker = u32::try_from(worker).unwrap_or(u32::MAX);
-                        timings.queue_s = timings.start_us.saturating_sub(batch.submitted_us) as f64 / 1e6;
+                        place(timings, worker, batch.submitted_us);
                     }
                     let _ = batch.results.send((batch.indices[index], outcome));
                 }
@@ -437,13 +428,9 @@ fn serve_tasks(
                             let mut outcome = known.outcome();
                             outcome.matches = Some(work::matches(&canonical[position], &known.value));
                             outcome.elapsed_s = seconds;
-                            outcome.timings = Some(Timings {
-                                start_us,
-                                worker: u32::try_from(worker).unwrap_or(u32::MAX),
-                                queue_s: start_us.saturating_sub(batch.submitted_us) as f64 / 1e6,
-                                expected_s: seconds,
-                                ..Timings::default()
-                            });
+                            let mut timings = Timings { start_us, expected_s: seconds, ..Timings::default() };
+                            place(&mut timings, worker, batch.submitted_us);
+                            outcome.timings = Some(timings);
                             outcome
                         }
                         Err(reason) => work::failed(Status::Internal, reason.clone(), seconds),
@@ -466,6 +453,12 @@ fn serve_tasks(
         *pid.lock().unwrap_or_else(|p| p.into_inner()) = backend.pid();
         busy.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Which worker ran a job and how long it waited after its batch was submitted.
+fn place(timings: &mut Timings, worker: usize, submitted_us: u64) {
+    timings.worker = u32::try_from(worker).unwrap_or(u32::MAX);
+    timings.queue_s = timings.start_us.saturating_sub(submitted_us) as f64 / 1e6;
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
