@@ -6,6 +6,8 @@ workers end to end, its completions checked where they were generated."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 
 import pytest
 import torch
@@ -14,10 +16,12 @@ pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[clust
 
 from azr.config import load_config
 from azr.executor import Executor
-from azr.fleet import RolloutFleet
+from azr.fleet import RolloutFleet, RolloutReplica
 from azr.models import tiny_qwen2
+from azr.phases import PhaseTimes
 from azr.rollout import HFEngine, SamplingParams
 from azr.selfplay import SelfPlay
+from azr.sync_check import Probe, StaleWeightsError, probe_ids
 
 CONFIG = dataclasses.replace(
     load_config("smoke"), model="tiny-qwen2", seed=5, rollout_replicas=2, generation_batch_size=2
@@ -87,6 +91,23 @@ def test_new_weights_reach_every_replica_a_restarted_one_too(fleet: RolloutFleet
     assert [c.token_ids for c in fleet.generate(PROMPTS, GREEDY)] == expected
 
 
+def test_a_replica_refuses_weights_that_fail_the_stale_sync_check() -> None:
+    """With the check on, every version carries the trainer's log-probs of a fixed sequence; a
+    replica whose weights give others (a stale or partial sync) refuses to generate, naming itself."""
+    ids = probe_ids(tiny_qwen2(seed=0).tokenizer)
+    fleet = RolloutFleet.start(dataclasses.replace(CONFIG, generation_batch_size=1), probe_ids=ids)
+    try:
+        updated = tiny_qwen2(seed=77).model
+        fleet.sync_weights(updated)  # checked on every replica: it passes
+        assert [c.token_ids for c in fleet.generate(PROMPTS, GREEDY)] == reference(updated, PROMPTS)
+        stale = tiny_qwen2(seed=CONFIG.seed).model
+        fleet.publish(stale.state_dict().items(), 2, Probe.of(updated, ids))
+        with pytest.raises(StaleWeightsError, match=r"rollout replica \d, policy version 2: .* stale or partly"):
+            fleet.generate(PROMPTS, GREEDY)
+    finally:
+        fleet.shutdown()
+
+
 class CountingExecutor(Executor):
     """The driver's executor, counting the jobs it is given."""
 
@@ -142,6 +163,92 @@ def test_one_step_off_trains_each_step_during_the_next_ones_generation(tmp_path)
         run.engine.shutdown()
 
 
-def test_one_step_off_needs_replicas() -> None:
-    with pytest.raises(ValueError, match="rollout_replicas"):
-        dataclasses.replace(load_config("smoke"), pipeline="one-step-off")
+class SlowReplica(RolloutReplica):
+    """Replica 1 takes ten times as long as it needs to generate: a straggler."""
+
+    def generate(self, seed, prompts, params, guides):
+        started = time.perf_counter()
+        answer = super().generate(seed, prompts, params, guides)
+        if self.index == 1:
+            time.sleep(9 * (time.perf_counter() - started))
+        return answer
+
+
+def async_run(tmp_path, replica: type) -> tuple[SelfPlay, list[tuple[int, list[int]]]]:
+    """A self-play run with `pipeline=async, max_staleness=2` on replicas of class `replica`, and
+    the list its updates append (the version each started from, its samples' versions) to."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the replica class goes by value
+    # Every version each replica loads, mid-phase included, passes the stale-sync check.
+    config = dataclasses.replace(CONFIG, pipeline="async", max_staleness=2, lr=1e-3, vllm_check_sync=True)
+    fleet = RolloutFleet.start(config, replica=replica, probe_ids=probe_ids(tiny_qwen2(seed=0).tokenizer))
+    run = SelfPlay(config, tmp_path / "run", executor=Executor(workers=1), engine=fleet, progress=False)
+    trained: list[tuple[int, list[int]]] = []
+    train = run._train
+
+    def recording(batch, times):
+        trained.append((run.version, list(batch.versions)))
+        return train(batch, times)
+
+    run._train = recording
+    return run, trained
+
+
+def test_async_under_a_ten_times_slower_replica(tmp_path) -> None:
+    """Generation never waits for training; each update's weights reach the replicas mid-step, so a
+    step's samples come from more than one version; none trained is over 2 versions old; the
+    straggler gets less work."""
+    run, trained = async_run(tmp_path, SlowReplica)
+    try:
+        steps = [run.step() for _ in range(3)] + [run.step(drain=True)]
+    finally:
+        run.engine.shutdown()
+    assert len(trained) == 4 and not run.in_flight and run.version == 4
+    lags = [version - sample for version, versions in trained for sample in versions]
+    assert lags and 0 <= min(lags) and max(lags) <= 2, trained
+    assert max(s.get("lag/max", 0.0) for s in steps) == max(lags)
+    assert any(len(set(versions)) > 1 for _, versions in trained), f"no update reached a replica mid-step: {trained}"
+    requests = [sum(s[f"rollout/replica{i}_requests"] for s in steps) for i in range(2)]
+    assert 0 < requests[1] < requests[0], requests
+
+
+def test_async_waits_for_a_slow_trainer_at_max_staleness(tmp_path) -> None:
+    """With updates far slower than generation the run goes ahead by `max_staleness` steps and no
+    further: samples reach exactly 2 versions old, never 3, and the driver waits for room."""
+    run, trained = async_run(tmp_path, RolloutReplica)
+    step = run.trainer.step
+
+    def slow_step(samples):
+        time.sleep(8.0)
+        return step(samples)
+
+    run.trainer.step = slow_step
+    try:
+        steps = [run.step() for _ in range(4)] + [run.step(drain=True)]
+    finally:
+        run.engine.shutdown()
+    lags = [version - sample for version, versions in trained for sample in versions]
+    assert len(trained) == 5 and max(lags) == 2, trained
+    assert sum(s.get("seconds/wait_staleness", 0.0) for s in steps) > 0
+    assert steps[-1]["pipeline/in_flight"] == 0 and run.version == 5
+
+
+def test_async_refuses_a_sample_older_than_max_staleness(tmp_path) -> None:
+    from azr.selfplay import Batch, StalenessError
+
+    run, _ = async_run(tmp_path, RolloutReplica)
+    try:
+        run.version = 5
+        with pytest.raises(StalenessError, match="3 versions old"):
+            run._train(Batch([], ["x", "y"], [4, 2]), PhaseTimes())
+    finally:
+        run.engine.shutdown()
+
+
+def test_pipelines_need_replicas_and_staleness_at_least_one() -> None:
+    for pipeline in ("one-step-off", "async"):
+        with pytest.raises(ValueError, match="rollout_replicas"):
+            dataclasses.replace(load_config("smoke"), pipeline=pipeline)
+    with pytest.raises(ValueError, match="max_staleness"):
+        dataclasses.replace(CONFIG, pipeline="async", max_staleness=0)

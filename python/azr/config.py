@@ -68,7 +68,9 @@ class SelfPlayConfig:
     rollout_engine: Literal["auto", "hf", "vllm"] = "auto"
     vllm_sleep_level: int = 0  # GPU only: 1 frees the KV cache between phases, 2 the weights too
     vllm_gpu_memory_utilization: float = 0.5
-    vllm_check_sync: bool = False  # after each sync, compare log-probs of a fixed sequence; stale → error
+    # After each sync, the engine (vLLM here, or each rollout replica) compares its log-probs of a fixed
+    # sequence with the trainer's; stale → error.
+    vllm_check_sync: bool = False
     # Truncated importance sampling against engine/trainer mismatch: cap on π_trainer / π_engine (0: off;
     # 2 is a common choice). Logged as train/tis_weight_mean and train/tis_truncated.
     tis_cap: float = 0.0
@@ -92,8 +94,12 @@ class SelfPlayConfig:
     rollout_replicas: int = 0
     # "sync": each step's samples train at its end, the engine waits. "one-step-off": they train during
     # the next step's generation (whose samples are then one policy version old, corrected by the
-    # trainer's truncated importance sampling); needs rollout_replicas ≥ 1, whose weights are their own.
-    pipeline: Literal["sync", "one-step-off"] = "sync"
+    # trainer's truncated importance sampling). "async": generation runs ahead of training by up to
+    # `max_staleness` steps, each update's weights reach every replica before its next chunk (mid-phase),
+    # and no sample more than `max_staleness` policy versions old is trained. Both need
+    # rollout_replicas ≥ 1, whose weights are their own.
+    pipeline: Literal["sync", "one-step-off", "async"] = "sync"
+    max_staleness: int = 2
     ray_address: str = ""  # "": start a Ray for this run; "auto": join the running cluster; or a head's address
     gpu_memory_gb: float = 80.0  # per GPU, for the memory plan (`azr selfplay --dry-run`)
     # Evaluation during the run (`azr eval`'s benchmarks, greedy, with the run's rollout engine): every
@@ -152,13 +158,15 @@ class SelfPlayConfig:
             raise ValueError(f"vllm_sleep_level must be 0 (off), 1 or 2, got {self.vllm_sleep_level}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        if self.pipeline not in ("sync", "one-step-off"):
-            raise ValueError(f"pipeline must be 'sync' or 'one-step-off', got {self.pipeline!r}")
-        if self.pipeline == "one-step-off" and not self.rollout_replicas:
+        if self.pipeline not in ("sync", "one-step-off", "async"):
+            raise ValueError(f"pipeline must be 'sync', 'one-step-off' or 'async', got {self.pipeline!r}")
+        if self.pipeline != "sync" and not self.rollout_replicas:
             raise ValueError(
-                "pipeline=one-step-off needs rollout_replicas >= 1: the engine in this process shares the "
+                f"pipeline={self.pipeline} needs rollout_replicas >= 1: the engine in this process shares the "
                 "weights the update changes"
             )
+        if self.max_staleness < 1:
+            raise ValueError(f"max_staleness must be at least 1 (0 is pipeline=sync), got {self.max_staleness}")
         if self.rollout_replicas and self.rollout_engine == "vllm":
             raise ValueError(
                 "rollout_replicas runs the HF engine in each replica for now; use rollout_engine=auto or hf"

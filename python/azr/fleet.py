@@ -6,23 +6,36 @@ an engine in the driver.
     fleet.generate(prompts, params, on_completion=ready)
     fleet.generate_and_check(rollouts, params, make_check)   # each checked where it was generated
     fleet.sync_weights(model)                   # every replica samples from `model`'s weights next
+    fleet.publish(weights, version)             # ... from its next chunk on, without waiting
 
 Dispatch goes by load, not round-robin: requests are cut into chunks of `generation_batch_size`,
-and the next chunk goes to the replica with the fewest outstanding tokens (prompt plus the most it
-may generate), so a replica held up by long completions gets less. Completions stream back chunk by
-chunk, as each finishes. A replica that dies mid-phase (killed, out of memory) is restarted by
-Ray; its chunk goes back to the queue for any replica, the restarted one is given the current
-weights before it gets work again, and every prompt is answered exactly once.
+and the next chunk goes to the replica that would finish it first: its outstanding tokens (prompt
+plus the most each request may generate) plus the chunk's, over the rate it has been measured to
+work at (tokens generated a second, over its recent chunks). A replica held up by long completions
+gets less, and so does a slow one (a straggler: a busy node, a slower GPU): once measured, it gets
+a chunk only when it would still finish it first. A replica not measured yet (or not for
+`RATE_MEMORY_S`) is taken to run at the others' mean rate and holds one chunk until it is.
+Completions stream back chunk by chunk, as each finishes. A replica that dies mid-phase (killed, out
+of memory) is restarted by Ray; its chunk goes back to the queue for any replica, the restarted one
+is given the current weights before it gets work again, and every prompt is answered exactly once.
 
 Weights travel through Ray's object store: one copy put by the driver, read by every replica (the
 broadcast transport of `azr.weight_transport`, from the trainer ranks straight to the replicas, is
-the path for large models and is not wired here yet).
+the path for large models and is not wired here yet). Every set of weights is a policy version; a
+replica reports the version it sampled each chunk from, and each completion carries it
+(`Completion.version`), so the trainer knows how old every sample is. `publish` makes a version the
+latest without waiting: a replica loads it before its next chunk (an actor runs its calls in
+order), so new weights reach the replicas mid-phase (`pipeline=async`). With `vllm_check_sync` on,
+the trainer's log-probs of a fixed sequence travel with every version, and a replica that loads it
+compares its own (`azr.sync_check`): on a mismatch it refuses to generate, and the run stops with
+`StaleWeightsError` naming the replica.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +53,19 @@ from azr.rollout import (
     SamplingParams,
     check_guides,
 )
+from azr.sync_check import Probe, StaleWeightsError, sequence_logprobs
 from azr.verify import Check
 
 # How many times Ray restarts a replica that died before the fleet gives up on it.
 REPLICA_RESTARTS = 3
-# Chunks a replica holds at once: the one it runs and the next, so it never waits for the driver.
+# Chunks a measured replica holds at once: the one it runs and the next, so it never waits for the
+# driver. One until its rate is measured: a straggler must not take two chunks before it is known.
 CHUNKS_PER_REPLICA = 2
+# How long a replica's measured rate is trusted: after that (it got no work, being slow) it is
+# measured again on one chunk, so a replica that was slow for a while is not shunned for good.
+RATE_MEMORY_S = 60.0
+# Weight of a new measurement in a replica's rate (an exponential moving average).
+RATE_SMOOTHING = 0.5
 
 
 class FleetError(RuntimeError):
@@ -64,12 +84,19 @@ class RolloutReplica:
         policy = load_policy(config.model, seed=config.seed)
         self.engine = HFEngine(policy.model, policy.tokenizer, config.generation_batch_size)
         self.executor: Any = None
+        # The policy version of its weights. Its fresh load is the run's initial weights, version 0 (a
+        # resumed run's driver gives every replica its own as version 0 before any work).
+        self.version = 0
+        self.refusal: str | None = None  # why its weights failed the stale-sync check, if they did
 
     def generate(
         self, seed: int, prompts: list[str], params: SamplingParams, guides: list[str] | None
-    ) -> list[Completion]:
+    ) -> tuple[int, list[Completion]]:
+        """The policy version sampled from, and the completions."""
+        if self.refusal is not None:
+            raise StaleWeightsError(self.refusal)
         torch.manual_seed(seed)
-        return self.engine.generate(prompts, params, guides=guides)
+        return self.version, self.engine.generate(prompts, params, guides=guides)
 
     def generate_and_check(
         self,
@@ -78,12 +105,12 @@ class RolloutReplica:
         params: SamplingParams,
         guides: list[str] | None,
         make_check: Callable[[Any], Check | None],
-    ) -> list[Checked]:
-        """Generate each rollout's completion, parse it and run its check here: only the completion,
-        the parse and the verdict go back."""
+    ) -> tuple[int, list[Checked]]:
+        """Generate each rollout's completion, parse it and run its check here: only the policy
+        version, the completion, the parse and the verdict go back."""
         from azr.verify import run_checks
 
-        completions = self.generate(seed, [r.prompt for r in rollouts], params, guides)
+        version, completions = self.generate(seed, [r.prompt for r in rollouts], params, guides)
         checks = []
         for rollout, completion in zip(rollouts, completions, strict=True):
             rollout.completion = completion
@@ -92,11 +119,19 @@ class RolloutReplica:
                 checks.append(check)
         if checks:
             run_checks(self._executor(), checks)
-        return [Checked(r.completion, r.parsed, r.check) for r in rollouts]
+        return version, [Checked(r.completion, r.parsed, r.check) for r in rollouts]
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> int:
-        self.engine.load_weights(weights.items())
-        return self.index
+    def load_weights(self, weights: Weights, version: int) -> int:
+        """Load `version`, and check it against the trainer's probe when one came with it."""
+        self.engine.load_weights(weights.tensors.items())
+        self.version, self.refusal = version, None
+        if weights.probe is not None:
+            try:
+                weights.probe.check(sequence_logprobs(self.engine.model, weights.probe.token_ids))
+            except StaleWeightsError as error:
+                self.refusal = f"rollout replica {self.index}, policy version {version}: {error}"
+                raise StaleWeightsError(self.refusal) from None
+        return version
 
     def _executor(self) -> Any:
         if self.executor is None:
@@ -106,6 +141,15 @@ class RolloutReplica:
             workers = self.config.executor_workers or max(1, (os.cpu_count() or 1) // replicas)
             self.executor = make_executor(dataclasses.replace(self.config, executor_workers=workers))
         return self.executor
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One policy version as it travels to the replicas: the tensors, and the trainer's probe of
+    them when the stale-sync check is on."""
+
+    tensors: dict[str, torch.Tensor]
+    probe: Probe | None = None
 
 
 @dataclass(frozen=True)
@@ -119,10 +163,11 @@ class Checked:
 
 @dataclass
 class ReplicaStats:
-    """What one replica did: requests answered, tokens generated, restarts."""
+    """What one replica did: requests answered, tokens generated, seconds busy with them, restarts."""
 
     requests: int = 0
     tokens: int = 0
+    busy_s: float = 0.0
     restarts: int = 0
 
 
@@ -132,6 +177,7 @@ class _Chunk:
     cost: int
     seed: int
     replica: int = -1
+    sent: float = 0.0  # time.perf_counter() when dispatched
 
 
 @dataclass
@@ -139,29 +185,52 @@ class _Replica:
     actor: Any
     outstanding: int = 0  # estimated tokens of the chunks it holds
     chunks: int = 0
-    stale: bool = False  # restarted since the last weights it was given
+    version: int | None = None  # the weights last sent to it; None: none, or it restarted since
+    restarted: bool = False  # died since its last chunk was sent (a death is counted once)
     alive: bool = True
+    rate: float = 0.0  # tokens generated a second over its recent chunks; 0: not measured
+    measured: float = -RATE_MEMORY_S  # time.perf_counter() of the last measurement
+    busy_until: float = 0.0  # when its last chunk ended: the next queued one starts then
     stats: ReplicaStats = field(default_factory=ReplicaStats)
+
+    def trusted(self, now: float) -> bool:
+        """Whether its rate was measured recently enough to go by."""
+        return self.rate > 0 and now - self.measured < RATE_MEMORY_S
 
 
 class RolloutFleet:
     """The driver's side of the replicas; a `RolloutEngine`. See the module's docstring."""
 
-    def __init__(self, ray: Any, actors: list[Any], group: Any, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        ray: Any,
+        actors: list[Any],
+        group: Any,
+        batch_size: int,
+        seed: int,
+        probe_ids: tuple[int, ...] | None = None,
+    ) -> None:
         self.ray, self.group, self.batch_size = ray, group, batch_size
+        self.probe_ids = probe_ids  # the stale-sync check's sequence; None: no check
         self.replicas = [_Replica(actor) for actor in actors]
         # Each chunk is sampled with its own seed, drawn from (seed, chunks so far).
         self.seed, self.draws = seed, 0
-        self.weights: Any = None  # the object-store reference of the latest weights
+        # The latest weights: (policy version, object-store reference). Replaced whole, so a
+        # `publish` from another thread (the updater) is seen whole by the dispatcher.
+        self.latest: tuple[int, Any] | None = None
 
     @classmethod
-    def start(cls, config: SelfPlayConfig) -> RolloutFleet:
+    def start(
+        cls, config: SelfPlayConfig, replica: type = RolloutReplica, probe_ids: tuple[int, ...] | None = None
+    ) -> RolloutFleet:
+        """`config.rollout_replicas` actors of class `replica` (`RolloutReplica`'s constructor); with
+        `probe_ids`, every version is checked on every replica (`azr.sync_check`)."""
         count = config.rollout_replicas
         ray, group, gpus = reserve(config, count, f"rollout_replicas={count}")
         threads = max(1, (os.cpu_count() or 1) // count)
         arguments = [(index, config, threads) for index in range(count)]
-        actors = start_actors(ray, RolloutReplica, group, arguments, gpus=gpus, restarts=REPLICA_RESTARTS)
-        return cls(ray, actors, group, config.generation_batch_size, config.seed)
+        actors = start_actors(ray, replica, group, arguments, gpus=gpus, restarts=REPLICA_RESTARTS)
+        return cls(ray, actors, group, config.generation_batch_size, config.seed, probe_ids)
 
     # --- RolloutEngine --------------------------------------------------------------------------
 
@@ -181,7 +250,8 @@ class RolloutFleet:
 
         results: list[Completion | None] = [None] * len(prompts)
 
-        def deliver(index: int, completion: Completion) -> Completion:
+        def deliver(index: int, completion: Completion, version: int | None) -> Completion:
+            completion = dataclasses.replace(completion, version=version)
             results[index] = completion
             if on_completion is not None:
                 on_completion(index, completion)
@@ -209,29 +279,60 @@ class RolloutFleet:
             chunk = [rollouts[i] for i in indices]
             return actor.generate_and_check.remote(seed, chunk, params, chunk_guides, make_check)
 
-        def deliver(index: int, checked: Checked) -> Completion:
+        def deliver(index: int, checked: Checked, version: int | None) -> Completion:
             rollout = rollouts[index]
-            rollout.completion, rollout.parsed, rollout.check = checked.completion, checked.parsed, checked.check
+            rollout.completion = dataclasses.replace(checked.completion, version=version)
+            rollout.parsed, rollout.check = checked.parsed, checked.check
             if on_completion is not None:
-                on_completion(index, checked.completion)
-            return checked.completion
+                on_completion(index, rollout.completion)
+            return rollout.completion
 
         self._run(prompts, params.max_new_tokens, guides, call, deliver, progress)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        self.load_weights(model.state_dict().items())
+        """Every live replica samples from `model`'s weights (the next policy version) next, checked
+        against its probe when the check is on; waits until all have them."""
+        self.publish_model(model, self._next_version())
+        self._push()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Every live replica samples from these weights next; waits until all have them."""
-        self.weights = self.ray.put({name: tensor.detach().cpu() for name, tensor in weights})
+        """Every live replica samples from these weights (the next policy version) next; waits until
+        all have them."""
+        self.publish(weights, self._next_version())
+        self._push()
+
+    def publish_model(self, model: torch.nn.Module, version: int) -> None:
+        """`publish` of `model`'s weights, with the trainer's probe of them when the check is on."""
+        probe = None if self.probe_ids is None else Probe.of(model, self.probe_ids)
+        self.publish(model.state_dict().items(), version, probe)
+
+    def publish(self, weights: Iterable[tuple[str, torch.Tensor]], version: int, probe: Probe | None = None) -> None:
+        """Make these weights policy version `version`, the latest: every replica loads them before
+        its next chunk. Returns at once (a chunk already running ends on the weights it began with);
+        safe to call while another thread generates."""
+        tensors = {name: tensor.detach().cpu() for name, tensor in weights}
+        self.latest = (version, self.ray.put(Weights(tensors, probe)))
+
+    @property
+    def version(self) -> int | None:
+        """The latest policy version (None before any weights were given)."""
+        return None if self.latest is None else self.latest[0]
+
+    def _next_version(self) -> int:
+        return 0 if self.latest is None else self.latest[0] + 1
+
+    def _push(self) -> None:
+        """Load the latest version into every live replica now, and wait."""
+        assert self.latest is not None
+        version, reference = self.latest
         loading = {}
         for index, replica in enumerate(self.replicas):
             if replica.alive:
-                loading[replica.actor.load_weights.remote(self.weights)] = index
-        for reference, index in loading.items():
+                loading[replica.actor.load_weights.remote(reference, version)] = index
+        for pending, index in loading.items():
             try:
-                self.ray.get(reference)
-                self.replicas[index].stale = False
+                self.ray.get(pending)
+                self.replicas[index].version = version
             except self.ray.exceptions.RayActorError:
                 self._died(index)
 
@@ -264,7 +365,7 @@ class RolloutFleet:
         max_new_tokens: int,
         guides: Sequence[str] | None,
         call: Callable[[Any, int, list[int], list[str] | None], Any],
-        deliver: Callable[[int, Any], Completion],
+        deliver: Callable[[int, Any, int | None], Completion],
         progress: ProgressCallback | None,
     ) -> None:
         """Cut the prompts into chunks, keep every replica fed by load (`_dispatch`), hand each
@@ -290,13 +391,15 @@ class RolloutFleet:
             replica.outstanding -= chunk.cost
             replica.chunks -= 1
             try:
-                answers = self.ray.get(ready)
+                version, answers = self.ray.get(ready)
             except self.ray.exceptions.RayActorError:
                 self._lost(chunk, queue)
                 continue
+            delivered = [deliver(i, answer, version) for i, answer in zip(chunk.indices, answers, strict=True)]
+            tokens = sum(len(completion.token_ids) for completion in delivered)
             replica.stats.requests += len(chunk.indices)
-            for index, answer in zip(chunk.indices, answers, strict=True):
-                replica.stats.tokens += len(deliver(index, answer).token_ids)
+            replica.stats.tokens += tokens
+            replica.stats.busy_s += self._measure(replica, chunk, tokens)
             done += len(chunk.indices)
             if progress is not None:
                 progress(done, len(prompts))
@@ -312,49 +415,65 @@ class RolloutFleet:
         guides: Sequence[str] | None,
         call: Callable[[Any, int, list[int], list[str] | None], Any],
     ) -> bool:
-        """Send the next chunk to the live replica with the fewest outstanding tokens among those
-        holding fewer than `CHUNKS_PER_REPLICA`; False when none can take it."""
-        free = [i for i, r in enumerate(self.replicas) if r.alive and r.chunks < CHUNKS_PER_REPLICA]
-        if not free:
+        """Send the next chunk to the live replica that would finish it first (outstanding tokens
+        and the chunk's, over its rate), preceded by the latest weights if it lacks them. False
+        when that replica holds all it may: waiting for it beats giving the chunk to a slower one."""
+        now = time.perf_counter()
+        live = [i for i, r in enumerate(self.replicas) if r.alive]
+        if not live:
             return False
-        index = min(free, key=lambda i: (self.replicas[i].outstanding, i))
+        known = [r.rate for r in self.replicas if r.alive and r.trusted(now)]
+        usual = sum(known) / len(known) if known else 1.0
+        rates = {i: self.replicas[i].rate if self.replicas[i].trusted(now) else usual for i in live}
+        cost = queue[0].cost
+        index = min(live, key=lambda i: ((self.replicas[i].outstanding + cost) / rates[i], i))
         replica = self.replicas[index]
-        if replica.stale and not self._refresh(index):
-            return True  # it is gone for good; look again
+        if replica.chunks >= (CHUNKS_PER_REPLICA if replica.trusted(now) else 1):
+            return False
+        latest = self.latest
+        if latest is not None and replica.version != latest[0]:
+            # Not awaited: the actor runs it before the chunk. If it dies meanwhile, the chunk
+            # fails too and comes back through `_lost`.
+            replica.actor.load_weights.remote(latest[1], latest[0])
+            replica.version = latest[0]
+        replica.restarted = False
         chunk = queue.popleft()
-        chunk.replica = index
+        chunk.replica, chunk.sent = index, now
         replica.outstanding += chunk.cost
         replica.chunks += 1
         chunk_guides = None if guides is None else [guides[i] for i in chunk.indices]
         running[call(replica.actor, chunk.seed, chunk.indices, chunk_guides)] = chunk
         return True
 
+    @staticmethod
+    def _measure(replica: _Replica, chunk: _Chunk, tokens: int) -> float:
+        """A chunk that generated `tokens` came back: fold its rate into the replica's; returns the
+        seconds it ran (from its dispatch, or the end of the chunk before it on the replica,
+        whichever was later). Actual tokens, not the chunk's estimated cost: a chunk's time follows
+        what it generated, so the rates of replicas given short and long chunks stay comparable."""
+        now = time.perf_counter()
+        seconds = now - max(chunk.sent, replica.busy_until)
+        replica.busy_until = now
+        if seconds > 0 and tokens > 0:
+            sample = tokens / seconds
+            smoothed = RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * replica.rate
+            replica.rate = smoothed if replica.trusted(now) else sample
+            replica.measured = now
+        return max(seconds, 0.0)
+
     def _lost(self, chunk: _Chunk, queue: deque[_Chunk]) -> None:
         """A replica died holding `chunk`: the chunk goes back to the front of the queue."""
         replica = self.replicas[chunk.replica]
-        if not replica.stale:  # its other chunk fails too; one death, counted once
+        if not replica.restarted:  # its other chunk fails too; one death, counted once
             self._died(chunk.replica)
         chunk.replica = -1
         queue.appendleft(chunk)
 
     def _died(self, index: int) -> None:
         replica = self.replicas[index]
-        replica.stale = True
+        replica.version, replica.restarted = None, True  # a restarted actor holds its fresh load
         replica.stats.restarts += 1
         replica.alive = replica.stats.restarts <= REPLICA_RESTARTS
-
-    def _refresh(self, index: int) -> bool:
-        """Give a restarted replica the current weights; False if it is dead for good."""
-        replica = self.replicas[index]
-        while replica.alive:
-            try:
-                if self.weights is not None:
-                    self.ray.get(replica.actor.load_weights.remote(self.weights))
-                replica.stale = False
-                return True
-            except self.ray.exceptions.RayActorError:
-                self._died(index)
-        return False
 
     def _describe(self) -> str:
         return ", ".join(f"replica {i}: {r.stats.restarts} restarts" for i, r in enumerate(self.replicas))

@@ -55,6 +55,9 @@ class Completion:
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     guide: str | None = None  # the grammar (regular expression) sampling was constrained to
+    # The policy version (updates published) the engine sampled from, where the engine keeps versions
+    # (a rollout fleet's replicas do); None: the version the driver's engine holds.
+    version: int | None = None
 
 
 # Called as `on_completion(index, completion)` as soon as the completion of `prompts[index]` is ready.

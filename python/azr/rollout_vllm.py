@@ -29,14 +29,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from azr.rollout import Completion, CompletionCallback, ProgressCallback, SamplingParams, check_guides
+from azr.sync_check import Probe, StaleWeightsError, default_tolerance, probe_ids
+
+__all__ = ["StaleWeightsError", "VLLMEngine", "default_tolerance", "vllm_supports"]
 
 CPU_KV_CACHE_BYTES = 1 << 30
-# The fixed text whose log-probs `check_sync` compares: ordinary code, so every layer matters.
-SYNC_PROBE = "def f(a, b):\n    return sorted(a)[b] if b < len(a) else None\n"
-
-
-class StaleWeightsError(RuntimeError):
-    """The engine's log-probs do not match the trainer's: its weights are not the trainer's."""
 
 
 def vllm_supports(model: PreTrainedModel) -> bool:
@@ -233,27 +230,10 @@ class VLLMEngine:
         return torch.tensor([step[token].logprob for step, token in zip(steps, token_ids[1:], strict=True)])
 
     def check_sync(self, model: PreTrainedModel, tolerance: float | None = None) -> float:
-        """Compare the engine's and the trainer's log-probs of `SYNC_PROBE`; returns the largest
-        difference, or raises `StaleWeightsError` when it exceeds the tolerance."""
-        tolerance = tolerance if tolerance is not None else self.sync_tolerance or default_tolerance(model)
-        token_ids = self.tokenizer(SYNC_PROBE, add_special_tokens=False)["input_ids"]
-        engine = self.probe_logprobs(token_ids)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                ids = torch.tensor([token_ids], device=next(model.parameters()).device)
-                logits = model(ids).logits[0, :-1].float()
-        finally:
-            model.train(was_training)
-        trainer = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1).cpu()
-        difference = float((engine - trainer).abs().max())
-        if difference > tolerance:
-            raise StaleWeightsError(
-                f"the engine's log-probs differ from the trainer's by up to {difference:.4g} (tolerance "
-                f"{tolerance:g}) on a fixed sequence: its weights are stale or partly synced"
-            )
-        return difference
+        """Compare the engine's and the trainer's log-probs of `azr.sync_check.SYNC_PROBE`; returns the
+        largest difference, or raises `StaleWeightsError` when it exceeds the tolerance."""
+        probe = Probe.of(model, probe_ids(self.tokenizer), tolerance if tolerance is not None else self.sync_tolerance)
+        return probe.check(self.probe_logprobs(probe.token_ids))
 
     def _wake(self) -> None:
         if self.asleep:
@@ -271,8 +251,3 @@ def _completion(prompt_ids: list[int], sample, guide: str | None) -> Completion:
     logprobs = tuple(step[token].logprob for step, token in zip(sample.logprobs or [], tokens, strict=True))
     reason = "length" if sample.finish_reason == "length" else "stop"
     return Completion(tuple(prompt_ids), tokens, logprobs, sample.text, reason, guide)
-
-
-def default_tolerance(model: torch.nn.Module) -> float:
-    """fp32 kernels of the engine and the trainer agree to ~1e-5 per token; bf16/fp16 to ~1e-1."""
-    return 1e-3 if next(model.parameters()).dtype == torch.float32 else 0.15

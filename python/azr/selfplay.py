@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -59,8 +61,9 @@ def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
 
     if config.rollout_replicas:
         from azr.fleet import RolloutFleet
+        from azr.sync_check import probe_ids
 
-        fleet = RolloutFleet.start(config)
+        fleet = RolloutFleet.start(config, probe_ids=probe_ids(policy.tokenizer) if config.vllm_check_sync else None)
         fleet.sync_weights(policy.model)  # a resumed run's weights, not the replicas' fresh load
         return fleet
 
@@ -83,16 +86,42 @@ def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
 
 @dataclass
 class Batch:
-    """A step's training samples, their task-roles, and the policy version that generated them."""
+    """A step's training samples, their task-roles, and the policy version that generated each."""
 
     samples: list[Sample]
     roles: list[str]
-    version: int
+    versions: list[int]
+
+
+@dataclass
+class Update:
+    """What one optimizer step reports: its statistics, each sample's (task-role, version lag), and
+    its seconds (`train`, and `sync` where it published the weights itself)."""
+
+    stats: dict[str, float]
+    lags: list[tuple[str, int]]
+    times: PhaseTimes
+
+
+class StalenessError(RuntimeError):
+    """A sample older than `max_staleness` policy versions reached the update (a scheduling bug)."""
+
+
+def lag_metrics(lags: Sequence[tuple[str, int]]) -> dict[str, float]:
+    """`lag/<task-role>`: mean policy versions between a sample's and the one its update started
+    from; `lag/max` over all of them."""
+    by_role: dict[str, list[int]] = defaultdict(list)
+    for role, lag in lags:
+        by_role[role].append(lag)
+    metrics = {f"lag/{role}": sum(values) / len(values) for role, values in sorted(by_role.items())}
+    if lags:
+        metrics["lag/max"] = float(max(lag for _, lag in lags))
+    return metrics
 
 
 def fleet_metrics(engine: RolloutEngine) -> dict[str, float]:
-    """Per rollout replica, what it did this step (requests, tokens, deaths so far); nothing for an
-    engine in this process."""
+    """Per rollout replica, what it did this step (requests, tokens, tokens a second while busy,
+    deaths so far); nothing for an engine in this process."""
     take = getattr(engine, "take_stats", None)
     if take is None:
         return {}
@@ -100,6 +129,7 @@ def fleet_metrics(engine: RolloutEngine) -> dict[str, float]:
     for index, stats in enumerate(take()):
         metrics[f"rollout/replica{index}_requests"] = float(stats.requests)
         metrics[f"rollout/replica{index}_tokens"] = float(stats.tokens)
+        metrics[f"rollout/replica{index}_tokens_per_s"] = stats.tokens / stats.busy_s if stats.busy_s else 0.0
         metrics[f"rollout/replica{index}_restarts"] = float(stats.restarts)
     return metrics
 
@@ -176,10 +206,12 @@ class SelfPlay:
         self.buffers[TaskType.INDUCTION].add([IDENTITY_INDUCTION], -1, self.rng)
         self.log = RunLog(self.out)
         self.timeline = Timeline()
-        # Policy versions the engine has sampled from (one per update), and, one-step-off, the
-        # last step's samples waiting for their update, which runs in this thread pool.
+        # Policy versions published to the engine (one per update); one-step-off, the last step's
+        # samples waiting for their update; async, the updates submitted and not yet reported. Updates
+        # run one at a time, in order, in this thread pool.
         self.version = 0
         self.pending: Batch | None = None
+        self.in_flight: deque[Future[Update]] = deque()
         self._updater = ThreadPoolExecutor(1, thread_name_prefix="azr-update")
         # Loaded now, so that a missing benchmark file stops the run before its first step.
         self.eval_items = (
@@ -199,13 +231,18 @@ class SelfPlay:
         """One self-play step; returns its metrics (also written to the run directory).
 
         With `pipeline=one-step-off` the update of the last step's samples runs while this step
-        generates, and this step's samples wait for the next one; `drain=True` (a checkpoint is
-        due) trains them at the end of this step instead, so a checkpoint holds no pending work."""
+        generates, and this step's samples wait for the next one. With `pipeline=async` this step's
+        samples go to the update queue and the next step starts at once, unless `max_staleness`
+        updates are still queued or running (then it waits for the oldest). `drain=True` (a
+        checkpoint is due) trains everything pending by the end of this step, so a checkpoint holds
+        no pending work."""
         self.step_index += 1
         times = PhaseTimes()
         started = time.perf_counter()
         torch.manual_seed(self.rng.getrandbits(63))
         background = self._update_in_background(times) if self.pending is not None else None
+        if self.config.pipeline == "async":
+            self._make_room(times)
 
         # Propose, and validate each proposal as soon as it is generated.
         proposals = phases.proposer_rollouts(self.buffers, self.settings, self.rng, self.fits)
@@ -222,16 +259,22 @@ class SelfPlay:
         phases.assign_advantages(trained, self.config.advantage_statistics)
         for task, tasks in phases.new_tasks(proposals).items():
             self.buffers[task].add(tasks, self.step_index, self.rng)
-        batch = Batch(phases.training_samples(trained), [role_name((r.role, r.task)) for r in trained], self.version)
+        batch = Batch(
+            phases.training_samples(trained),
+            [role_name((r.role, r.task)) for r in trained],
+            [self._version_of(r) for r in trained],
+        )
 
         # One optimizer step, and the engine samples from the new weights.
-        update: dict[str, float] = {}
-        lags: dict[str, float] = {}
+        updates: list[Update] = []
         if background is not None:
-            update, lags = background.result()
+            updates.append(background.result())
             self._sync(times)
-        if self.config.pipeline == "sync" or drain:
-            update, lags = self._train(batch, times)
+        if self.config.pipeline == "async":
+            self.in_flight.append(self._updater.submit(self._train_and_publish, batch))
+            updates += self._finished_updates(times, wait=drain)
+        elif self.config.pipeline == "sync" or drain:
+            updates.append(self._train(batch, times))
             self._sync(times)
         else:
             self.pending = batch
@@ -242,10 +285,14 @@ class SelfPlay:
                 evaluation = self.evaluate()
 
         times.seconds["step"] = time.perf_counter() - started
+        update = updates[-1].stats if updates else {}
         metrics = step_metrics(
             self.step_index, proposals, solutions, learnability, self.buffers, update, times.seconds, times.executor
         )
-        metrics.update(lags)
+        metrics.update(lag_metrics([lag for u in updates for lag in u.lags]))
+        if self.config.pipeline == "async":
+            metrics["pipeline/updates"] = float(len(updates))
+            metrics["pipeline/in_flight"] = float(len(self.in_flight))
         metrics.update(evaluation)
         metrics.update(fleet_metrics(self.engine))
         self.log.write(metrics, proposals)
@@ -253,17 +300,62 @@ class SelfPlay:
         write_step(self.out / "timeline.jsonl", self.step_index, self.timeline.drain())
         return metrics
 
-    def _train(self, batch: Batch, times: PhaseTimes) -> tuple[dict[str, float], dict[str, float]]:
-        """One optimizer step on `batch` and its new weights in the driver's model; the update's
-        statistics, and the version lag of its samples per task-role (`lag/<role>`: policy
-        versions between the one that generated them and the one the update starts from)."""
-        with timer(times.seconds, "train", self.timeline):
-            update = self.trainer.step(batch.samples)
-            self.trainer.publish(self.policy.model)
-        lag = float(self.version - batch.version)
-        return update, {f"lag/{role}": lag for role in sorted(set(batch.roles))}
+    def _version_of(self, rollout: Rollout) -> int:
+        """The policy version a rollout was sampled from: its replica's, else the engine's here."""
+        assert rollout.completion is not None
+        version = rollout.completion.version
+        return self.version if version is None else version
 
-    def _update_in_background(self, times: PhaseTimes) -> Future:
+    def _train(self, batch: Batch, times: PhaseTimes) -> Update:
+        """One optimizer step on `batch` and its new weights in the driver's model, with each
+        sample's version lag (policy versions between the one that generated it and the one the
+        update starts from). Async, a sample more than `max_staleness` versions old is refused."""
+        lags = [self.version - version for version in batch.versions]
+        limit = self.config.max_staleness
+        if self.config.pipeline == "async" and max(lags, default=0) > limit:
+            raise StalenessError(
+                f"the update from policy version {self.version} was given a sample {max(lags)} versions old "
+                f"(max_staleness={limit})"
+            )
+        with timer(times.seconds, "train", self.timeline):
+            stats = self.trainer.step(batch.samples)
+            self.trainer.publish(self.policy.model)
+        return Update(stats, list(zip(batch.roles, lags, strict=True)), times)
+
+    def _train_and_publish(self, batch: Batch) -> Update:
+        """Async: train `batch` in the updater thread, then make the weights the fleet's next
+        version, which each replica loads before its next chunk (the engine does not wait)."""
+        update = self._train(batch, PhaseTimes())
+        with timer(update.times.seconds, "sync", self.timeline):
+            self.engine.publish_model(self.policy.model, self.version + 1)  # type: ignore[attr-defined]
+        self.version += 1
+        return update
+
+    def _make_room(self, times: PhaseTimes) -> None:
+        """Async: wait until at most `max_staleness` updates are queued or running. This step's
+        samples are sampled from a version at least as new as every update finished now, and train
+        after the ones in flight, so none is more than `max_staleness` versions old when trained."""
+        running = [future for future in self.in_flight if not future.done()]
+        excess = len(running) - self.config.max_staleness
+        if excess > 0:
+            with timer(times.seconds, "wait_staleness", self.timeline):
+                wait_for(running[:excess])
+
+    def _finished_updates(self, times: PhaseTimes, *, wait: bool) -> list[Update]:
+        """Async: the updates finished since the last step (all of them, waiting, when `wait`),
+        their seconds added to this step's."""
+        if wait:
+            with timer(times.seconds, "drain", self.timeline):
+                wait_for(list(self.in_flight))
+        finished = []
+        while self.in_flight and self.in_flight[0].done():
+            update = self.in_flight.popleft().result()
+            for phase, seconds in update.times.seconds.items():
+                times.seconds[phase] += seconds
+            finished.append(update)
+        return finished
+
+    def _update_in_background(self, times: PhaseTimes) -> Future[Update]:
         """Train the pending batch in a thread while this step generates (one-step-off)."""
         batch, self.pending = self.pending, None
         assert batch is not None
