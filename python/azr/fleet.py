@@ -197,6 +197,21 @@ class _Replica:
         """Whether its rate was measured recently enough to go by."""
         return self.rate > 0 and now - self.measured < RATE_MEMORY_S
 
+    def measure(self, chunk: _Chunk, tokens: int) -> float:
+        """A chunk that generated `tokens` came back: fold its rate into this replica's; returns the
+        seconds it ran (from its dispatch, or the end of the chunk before it here, whichever was
+        later). Actual tokens, not the chunk's estimated cost: a chunk's time follows what it
+        generated, so the rates of replicas given short and long chunks stay comparable."""
+        now = time.perf_counter()
+        seconds = now - max(chunk.sent, self.busy_until)
+        self.busy_until = now
+        if seconds > 0 and tokens > 0:
+            sample = tokens / seconds
+            smoothed = RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * self.rate
+            self.rate = smoothed if self.trusted(now) else sample
+            self.measured = now
+        return max(seconds, 0.0)
+
 
 class RolloutFleet:
     """The driver's side of the replicas; a `RolloutEngine`. See the module's docstring."""
@@ -399,7 +414,7 @@ class RolloutFleet:
             tokens = sum(len(completion.token_ids) for completion in delivered)
             replica.stats.requests += len(chunk.indices)
             replica.stats.tokens += tokens
-            replica.stats.busy_s += self._measure(replica, chunk, tokens)
+            replica.stats.busy_s += replica.measure(chunk, tokens)
             done += len(chunk.indices)
             if progress is not None:
                 progress(done, len(prompts))
@@ -444,22 +459,6 @@ class RolloutFleet:
         chunk_guides = None if guides is None else [guides[i] for i in chunk.indices]
         running[call(replica.actor, chunk.seed, chunk.indices, chunk_guides)] = chunk
         return True
-
-    @staticmethod
-    def _measure(replica: _Replica, chunk: _Chunk, tokens: int) -> float:
-        """A chunk that generated `tokens` came back: fold its rate into the replica's; returns the
-        seconds it ran (from its dispatch, or the end of the chunk before it on the replica,
-        whichever was later). Actual tokens, not the chunk's estimated cost: a chunk's time follows
-        what it generated, so the rates of replicas given short and long chunks stay comparable."""
-        now = time.perf_counter()
-        seconds = now - max(chunk.sent, replica.busy_until)
-        replica.busy_until = now
-        if seconds > 0 and tokens > 0:
-            sample = tokens / seconds
-            smoothed = RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * replica.rate
-            replica.rate = smoothed if replica.trusted(now) else sample
-            replica.measured = now
-        return max(seconds, 0.0)
 
     def _lost(self, chunk: _Chunk, queue: deque[_Chunk]) -> None:
         """A replica died holding `chunk`: the chunk goes back to the front of the queue."""

@@ -97,6 +97,23 @@ struct EqualBatch {
     results: Sender<(usize, Result<bool, String>)>,
 }
 
+/// A worker process's answer to a request answered with one value per item (`len` of them): `take`
+/// picks the values out of the response kind the request expects.
+fn listed<T>(
+    answer: Result<Response, String>,
+    len: usize,
+    take: impl FnOnce(Response) -> Result<Vec<T>, Response>,
+) -> Result<Vec<T>, String> {
+    match answer {
+        Ok(Response::Failed(reason)) | Err(reason) => Err(reason),
+        Ok(response) => match take(response) {
+            Ok(values) if values.len() == len => Ok(values),
+            Ok(values) => Err(format!("the sandbox worker answered {} values for {len}", values.len())),
+            Err(other) => Err(format!("the sandbox worker answered {other:?}")),
+        },
+    }
+}
+
 /// How one worker runs a task.
 enum Backend {
     Thread(&'static Runtime),
@@ -116,30 +133,28 @@ impl Backend {
     }
 
     fn compare(&mut self, limits: Limits, pairs: &[(String, String)]) -> Result<Vec<bool>, String> {
-        let answer = match self {
-            Backend::Thread(runtime) => return work::compare(runtime, limits, pairs),
-            Backend::Process(worker) => worker.call(&Request::Equal(pairs.to_vec())),
-        };
-        match answer {
-            Ok(Response::Equal(values)) if values.len() == pairs.len() => Ok(values),
-            Ok(Response::Failed(reason)) => Err(reason),
-            Ok(other) => Err(format!("the sandbox worker answered {other:?}")),
-            Err(reason) => Err(reason),
+        match self {
+            Backend::Thread(runtime) => work::compare(runtime, limits, pairs),
+            Backend::Process(worker) => {
+                let answer = worker.call(&Request::Equal(pairs.to_vec()));
+                listed(answer, pairs.len(), |response| match response {
+                    Response::Equal(values) => Ok(values),
+                    other => Err(other),
+                })
+            }
         }
     }
-}
 
-impl Backend {
     fn canonical(&mut self, limits: Limits, texts: &[String]) -> Result<Vec<Expected>, String> {
-        let answer = match self {
-            Backend::Thread(runtime) => return work::canonical_texts(runtime, limits, texts),
-            Backend::Process(worker) => worker.call(&Request::Canonical(texts.to_vec())),
-        };
-        match answer {
-            Ok(Response::Canonical(values)) if values.len() == texts.len() => Ok(values),
-            Ok(Response::Failed(reason)) => Err(reason),
-            Ok(other) => Err(format!("the sandbox worker answered {other:?}")),
-            Err(reason) => Err(reason),
+        match self {
+            Backend::Thread(runtime) => work::canonical_texts(runtime, limits, texts),
+            Backend::Process(worker) => {
+                let answer = worker.call(&Request::Canonical(texts.to_vec()));
+                listed(answer, texts.len(), |response| match response {
+                    Response::Canonical(values) => Ok(values),
+                    other => Err(other),
+                })
+            }
         }
     }
 
