@@ -19,8 +19,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub const WASM_STACK_BYTES: usize = 32 << 20;
 /// Stack of a thread that runs guests: the wasm stack plus the host's own frames.
 pub const WORKER_STACK_BYTES: usize = WASM_STACK_BYTES + (8 << 20);
-/// Sandboxes alive at once in this process, across all executors (pool slots are reserved up front).
-pub const MAX_LIVE_SANDBOXES: usize = 128;
+/// Sandboxes alive at once in this process, across all executors (pool slots are reserved up
+/// front): a strict worker holds two, its compiling instance and the one it runs or has ready.
+pub const MAX_LIVE_SANDBOXES: usize = 2 * crate::pool::MAX_WORKERS;
 /// Elements of the guest's largest function table (componentize-py's CPython has about 5,700).
 const TABLE_ELEMENTS: usize = 1 << 14;
 /// Linear memory a pool slot keeps mapped between instances, reset by copying the pages the last

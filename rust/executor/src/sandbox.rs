@@ -168,9 +168,9 @@ impl<'r> Sandbox<'r> {
         }
     }
 
-    /// The job's program compiled and checked by the guest, marshalled, before any program runs
-    /// in this instance; `None` when it does not compile, is refused, or the call failed (the
-    /// run then compiles it itself and says why). The instance is spent when the call trapped.
+    /// The job's program compiled and checked by the guest, marshalled, in an instance where no
+    /// program runs (see `compiled`); `None` when it does not compile or is refused (the run then
+    /// compiles it itself and says why). `Err` when the call trapped: the instance is spent.
     pub fn compile(&mut self, job: &Job) -> Result<Option<Vec<u8>>, ()> {
         self.timeout = self.limits.timeout;
         self.store.set_epoch_deadline(deadline_ticks(self.timeout));

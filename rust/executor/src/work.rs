@@ -6,7 +6,6 @@ use crate::job::{Job, Limits, Mode, Outcome, Status, Timings};
 use crate::runtime::Runtime;
 use crate::sandbox::{RunResult, Sandbox};
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -91,7 +90,7 @@ fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &
         let run = match sandbox {
             Ok(mut sandbox) => {
                 let run = timed(&mut timings.run_s, || {
-                    let code = compiled_code(job, &mut sandbox);
+                    let code = compiled::code_of(runtime, limits, job);
                     sandbox.run(job, false, code.as_deref())
                 });
                 timed(&mut timings.teardown_s, || drop(sandbox));
@@ -110,19 +109,6 @@ fn run_strict(runtime: &'static Runtime, limits: Limits, job: &Job, cancelled: &
     timed(&mut timings.prepare_s, || prepare_next(runtime, limits));
     outcome.timings = Some(timings);
     outcome
-}
-
-/// The job's compiled program from this worker's cache, or compiled now by `sandbox` — fresh, no
-/// program ran in it yet — and kept. `None` when the guest should compile it itself: a script, a
-/// program that does not compile or is refused (the run says why), or a compile call that failed.
-fn compiled_code(job: &Job, sandbox: &mut Sandbox<'_>) -> compiled::Compiled {
-    let key = compiled::Key::of(job)?;
-    if let Some(known) = compiled::recall(key) {
-        return known;
-    }
-    let code: compiled::Compiled = sandbox.compile(job).ok()?.map(Rc::from);
-    compiled::remember(key, code.clone());
-    code
 }
 
 /// Seconds spent in `step`, added to `phase`.
