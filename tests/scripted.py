@@ -115,7 +115,9 @@ def mixed_policy(induction_inputs: int) -> Writer:
         role, task = task_role(prompt)
         turn = turns[(role, task)]
         turns[(role, task)] += 1
-        if turn % 3 == 2:
+        # Solver turns go by a cycle of 5: a valid proposal's task and learnability samples are 3
+        # solver turns in a row, so a cycle of 3 would give every proposal the same solve rate.
+        if turn % (3 if role is Role.PROPOSE else 5) == 2:
             return "I am not sure what to write here."
         if role is Role.PROPOSE and task is TaskType.INDUCTION:
             inputs = "".join(fenced("input", str(i)) + "\n" for i in range(induction_inputs))
@@ -123,7 +125,7 @@ def mixed_policy(induction_inputs: int) -> Writer:
         if role is Role.PROPOSE:
             program = REVERSE if turn % 3 == 0 else "import os\n" + REVERSE
             return answer(fenced("python", program) + "\n" + fenced("input", "[3, 1, 2]"))
-        right = turn % 3 == 0
+        right = turn % 2 == 0
         if task is TaskType.INDUCTION:
             return answer(fenced("python", "def f(a):\n    return a" if right else "def f(a):\n    return None"))
         program, given = block(prompt, "python"), block(prompt, "input" if task is TaskType.DEDUCTION else "output")

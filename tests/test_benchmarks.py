@@ -70,7 +70,13 @@ def test_cluster_benchmark_compares_the_schedules() -> None:
     pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[cluster]")')
     args = ["--replicas", "1", "2", "--batch", "3", "--steps", "1", "--update-s", "0", "--token-ms", "0.01"]
     out = bench("azr.bench.cluster", *args, data=False)
-    rows = ("| fleet |", "| fleet, async (max_staleness=2) |", "| round-robin |", "| reference (9 barriers) |")
+    rows = (
+        "| fleet |",
+        "| fleet, async (max_staleness=2) |",
+        "| fleet, 2 phases |",
+        "| round-robin |",
+        "| reference (9 barriers) |",
+    )
     for row in (*rows, "| scheduler cost per request"):
         assert row in out, out
     results = json.loads(out.strip().splitlines()[-1])["results"]

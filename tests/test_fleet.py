@@ -18,10 +18,11 @@ from azr.config import load_config
 from azr.executor import Executor
 from azr.fleet import RolloutFleet, RolloutReplica
 from azr.models import tiny_qwen2
-from azr.phases import PhaseTimes
+from azr.phases import PhaseTimes, Rollout, check_answer
 from azr.rollout import HFEngine, SamplingParams
 from azr.selfplay import SelfPlay
 from azr.sync_check import Probe, StaleWeightsError, probe_ids
+from azr.tasks import IDENTITY_TRIPLET, Role, TaskType
 
 CONFIG = dataclasses.replace(
     load_config("smoke"), model="tiny-qwen2", seed=5, rollout_replicas=2, generation_batch_size=2
@@ -58,6 +59,30 @@ def test_every_prompt_is_answered_once_and_every_replica_works(fleet: RolloutFle
     assert sum(s.requests for s in stats) == len(PROMPTS)
     # The replicas sample what the same weights sample in this process.
     assert [c.token_ids for c in completions] == reference(tiny_qwen2(seed=CONFIG.seed).model, PROMPTS)
+
+
+def test_follow_ups_are_dispatched_as_verdicts_come_in(fleet: RolloutFleet) -> None:
+    """No barrier between rollouts and what their verdicts call for: a rollout's follow-ups are
+    asked for as its verdict arrives, while the others still generate, and go out in the same call;
+    every rollout, follow-ups included, is answered once, each checked on its replica."""
+    first = [Rollout(Role.SOLVE, TaskType.DEDUCTION, p, subject=IDENTITY_TRIPLET) for p in PROMPTS]
+    unanswered_at_follow_up: list[int] = []
+
+    def follow_up(rollout: Rollout) -> list[Rollout]:
+        if not any(rollout is r for r in first):
+            return []
+        unanswered_at_follow_up.append(sum(r.completion is None for r in first))
+        return [Rollout(Role.SOLVE, TaskType.DEDUCTION, rollout.prompt + " #", subject=IDENTITY_TRIPLET)]
+
+    fleet.take_stats()
+    seen: list[int] = []
+    fleet.generate_and_check(
+        first, GREEDY, check_answer, on_completion=lambda index, _: seen.append(index), follow_up=follow_up
+    )
+    assert sorted(seen) == list(range(2 * len(PROMPTS))), "every rollout answered exactly once"
+    assert sum(s.requests for s in fleet.take_stats()) == 2 * len(PROMPTS)
+    assert unanswered_at_follow_up[0] == len(PROMPTS) - 1, "the first verdict's follow-up did not wait"
+    assert all(r.completion is not None and r.parsed is not None for r in first)
 
 
 def test_new_weights_reach_every_replica_a_restarted_one_too(fleet: RolloutFleet) -> None:
@@ -155,8 +180,8 @@ def test_one_step_off_trains_each_step_during_the_next_ones_generation(tmp_path)
         assert "train/loss" in third and run.version == 2
         _, spans = read_step(tmp_path / "run" / "timeline.jsonl", step=3)
         driver = {s.name: s for s in spans if s.actor == "driver"}
-        train, propose = driver["train"], driver["propose"]
-        assert train.start < propose.start + propose.seconds and propose.start < train.start + train.seconds
+        train, rollout = driver["train"], driver["rollout"]
+        assert train.start < rollout.start + rollout.seconds and rollout.start < train.start + train.seconds
         run.step(drain=True)
         assert run.pending is None and run.version == 4
     finally:
@@ -172,6 +197,26 @@ class SlowReplica(RolloutReplica):
         if self.index == 1:
             time.sleep(9 * (time.perf_counter() - started))
         return answer
+
+
+def test_a_late_chunk_is_backed_up_and_answered_once() -> None:
+    """With nothing left to dispatch, a chunk that has run three times as long as chunks usually
+    take (the straggler's first, before it is measured) is also given to an idle replica; whichever
+    copy answers first is delivered, once, and both sample the same."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the replica class goes by value
+    fleet = RolloutFleet.start(dataclasses.replace(CONFIG, generation_batch_size=1), replica=SlowReplica)
+    try:
+        seen: list[int] = []
+        completions = fleet.generate(PROMPTS, GREEDY, on_completion=lambda index, _: seen.append(index))
+        assert sorted(seen) == list(range(len(PROMPTS))), "every prompt answered exactly once"
+        fast, slow = fleet.take_stats()
+        assert fast.backups >= 1 and slow.backups == 0, (fast, slow)
+        assert fast.requests + slow.requests == len(PROMPTS)
+        assert [c.token_ids for c in completions] == reference(tiny_qwen2(seed=CONFIG.seed).model, PROMPTS)
+    finally:
+        fleet.shutdown()
 
 
 def async_run(tmp_path, replica: type) -> tuple[SelfPlay, list[tuple[int, list[int]]]]:
@@ -210,7 +255,10 @@ def test_async_under_a_ten_times_slower_replica(tmp_path) -> None:
     assert max(s.get("lag/max", 0.0) for s in steps) == max(lags)
     assert any(len(set(versions)) > 1 for _, versions in trained), f"no update reached a replica mid-step: {trained}"
     requests = [sum(s[f"rollout/replica{i}_requests"] for s in steps) for i in range(2)]
-    assert 0 < requests[1] < requests[0], requests
+    backups = [sum(s[f"rollout/replica{i}_backups"] for s in steps) for i in range(2)]
+    # The straggler answers less: it is given work only while it would finish first, and what it
+    # holds late is copied to the fast replica, which may answer all of it.
+    assert requests[1] < requests[0] and (requests[1] > 0 or backups[0] > 0), (requests, backups)
 
 
 def test_async_waits_for_a_slow_trainer_at_max_staleness(tmp_path) -> None:

@@ -14,16 +14,17 @@ from azr.models import tiny_qwen2
 from azr.phases import (
     PhaseTimes,
     Rollout,
+    SolverPlan,
     StepSettings,
-    accept_proposals,
+    accept_proposal,
     assign_advantages,
     assign_rewards,
     check_answer,
     check_proposal,
+    check_rollout,
     generate_and_check,
     new_tasks,
     proposer_rollouts,
-    solver_rollouts,
 )
 from azr.rollout import Completion, HFEngine, SamplingParams
 from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, InductionTask, Role, TaskType, Triplet
@@ -52,7 +53,8 @@ def completion(text: str) -> Completion:
 def validate(executor: Executor, proposals: list[Rollout]) -> None:
     check = partial(check_proposal, induction_inputs=SETTINGS.induction_inputs)
     run_checks(executor, [c for r in proposals if (c := check(r)) is not None])
-    accept_proposals(proposals, SETTINGS, fits)
+    for proposal in proposals:
+        accept_proposal(proposal, SETTINGS, fits)
 
 
 def score(executor: Executor, solutions: list[Rollout]) -> None:
@@ -70,19 +72,44 @@ def buffers() -> dict[TaskType, TaskBuffer]:
     return found
 
 
-def test_prompts_come_from_the_buffers_and_new_tasks_come_first() -> None:
+def test_prompts_come_from_the_buffers() -> None:
     pool = buffers()
     proposals = proposer_rollouts(pool, SETTINGS, random.Random(1), fits)
     assert [(r.role, r.task) for r in proposals] == [(Role.PROPOSE, t) for t in TaskType for _ in range(3)]
     assert all(isinstance(r.subject, Triplet) for r in proposals if r.task is TaskType.INDUCTION)
     # Prompts that would not fit lose references first, and are dropped when even one is too many.
     assert proposer_rollouts(pool, SETTINGS, random.Random(1), lambda prompt: False) == []
-    fresh = Triplet("def f(a):\n    return a * 3", "2", "6")
-    proposals[0].new_task = fresh
-    solutions = solver_rollouts(proposals, pool, SETTINGS, random.Random(1), fits)
-    deduction = [r for r in solutions if r.task is TaskType.DEDUCTION]
-    assert len(deduction) == 3 and deduction[0].subject == fresh
-    assert new_tasks(proposals)[TaskType.DEDUCTION] == [fresh]
+
+
+def test_each_verdict_settles_what_follows_it_and_new_tasks_come_first(executor: Executor) -> None:
+    """The solver plan: B solver tasks per type, this step's new tasks first, the rest from the
+    buffer; a proposal's follow-ups are known from its own verdict, in whatever order they come."""
+    pool = buffers()
+    proposals = proposer_rollouts(pool, SETTINGS, random.Random(1), fits)
+    del proposals[2]  # two deduction proposals: the third deduction place is the buffer's at once
+    plan = SolverPlan(proposals, pool, SETTINGS, random.Random(1), fits)
+    opening = plan.opening()
+    assert [(r.role, r.task, r.trained) for r in opening] == [(Role.SOLVE, TaskType.DEDUCTION, True)]
+    assert opening[0].subject in pool[TaskType.DEDUCTION].tasks()
+
+    program = "def f(a):\n    return a * 3"
+    proposals[0].completion = completion("no program here")
+    proposals[1].completion = completion(answer(f"```python\n{program}\n```\n```input\n2\n```"))
+    checks = [c for r in proposals[:2] if (c := check_rollout(r, SETTINGS.induction_inputs)) is not None]
+    run_checks(executor, checks)
+    valid = plan.follow_up(proposals[1])  # the later proposal's verdict came first
+    assert [(r.task, r.trained) for r in valid] == [(TaskType.DEDUCTION, True)] + [(TaskType.DEDUCTION, False)] * 4
+    assert valid[1:] == proposals[1].learnability
+    new_task = proposals[1].new_task
+    assert isinstance(new_task, Triplet) and (new_task.program, new_task.output) == (program, "6")
+    assert all(r.subject == new_task for r in valid)
+    [instead] = plan.follow_up(proposals[0])  # not formatted: a task from the buffer in its place
+    assert instead.subject in pool[TaskType.DEDUCTION].tasks() and proposals[0].new_task is None
+    assert plan.follow_up(valid[0]) == []  # an answer's verdict calls for nothing
+
+    deduction = [r for r in plan.solutions() if r.task is TaskType.DEDUCTION]
+    assert [r.subject for r in deduction] == [new_task, opening[0].subject, instead.subject]
+    assert new_tasks(proposals)[TaskType.DEDUCTION] == [new_task]
 
 
 def test_advantages_are_normalised_within_each_task_role() -> None:
@@ -109,6 +136,31 @@ def test_verification_streams_behind_generation(executor: Executor) -> None:
     assert all(r.completion is not None for r in rollouts)
     assert seconds["verify"] > 0 and seconds["verify_hidden"] > 0, dict(seconds)
     assert seconds["verify_hidden"] <= seconds["verify"] and seconds["generate"] > 0
+    assert times.executor["internal"] == 0
+
+
+def test_follow_ups_are_generated_and_checked_in_the_same_call(executor: Executor) -> None:
+    """With an engine here, what the verdicts call for is a next round of the same call; the call
+    returns every rollout it generated, each checked."""
+    policy = tiny_qwen2(seed=0)
+    engine = HFEngine(policy.model, policy.tokenizer, batch_size=4)
+    first = [Rollout(Role.SOLVE, TaskType.DEDUCTION, f"Task {i}:", subject=IDENTITY) for i in range(3)]
+
+    def follow_up(rollout: Rollout) -> list[Rollout]:
+        if not any(rollout is r for r in first):
+            return []
+        return [Rollout(Role.SOLVE, TaskType.DEDUCTION, rollout.prompt + " again", subject=IDENTITY)]
+
+    def make_check(rollout: Rollout) -> Check:
+        rollout.check = Check([Job("def f(a):\n    return a", "1")])
+        return rollout.check
+
+    times = PhaseTimes()
+    generated = generate_and_check(
+        engine, executor, first, SamplingParams(8), make_check, times, phase="rollout", follow_up=follow_up
+    )
+    assert generated[:3] == first and [r.prompt for r in generated[3:]] == [f"Task {i}: again" for i in range(3)]
+    assert all(r.completion is not None and r.check is not None and r.check.outcomes for r in generated)
     assert times.executor["internal"] == 0
 
 

@@ -96,7 +96,7 @@ def test_one_step_trains_on_all_six_task_roles(tmp_path: Path, executor: Executo
     step, spans = read_step(tmp_path / "timeline.jsonl")
     assert step == 1
     names = {(s.actor, s.name) for s in spans}
-    assert {("driver", p) for p in ("propose", "solve", "train", "sync")} <= names
+    assert {("driver", p) for p in ("rollout", "train", "sync")} <= names
     requests = [s for s in spans if s.actor == "engine"]
     # One span per request: every trained rollout's, and the learnability samples' too.
     assert len({s.name for s in requests}) == len(requests)
@@ -219,7 +219,7 @@ def test_an_executor_that_fails_every_check_stops_the_run(tmp_path: Path) -> Non
         executor=dead,
         progress=False,
     )
-    with pytest.raises(InternalError, match=r"propose phase.*127\.0\.0\.1:9"):
+    with pytest.raises(InternalError, match=r"rollout phase.*127\.0\.0\.1:9"):
         run.step()
 
 

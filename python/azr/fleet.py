@@ -5,6 +5,8 @@ an engine in the driver.
     fleet = RolloutFleet.start(config)          # R actors, each loading the policy
     fleet.generate(prompts, params, on_completion=ready)
     fleet.generate_and_check(rollouts, params, make_check)   # each checked where it was generated
+    fleet.generate_and_check(rollouts, params, make_check, follow_up=more)   # ... and what each
+                                                # verdict calls for, dispatched as it comes in
     fleet.sync_weights(model)                   # every replica samples from `model`'s weights next
     fleet.publish(weights, version)             # ... from its next chunk on, without waiting
 
@@ -15,7 +17,10 @@ work at (tokens generated a second, over its recent chunks). A replica held up b
 gets less, and so does a slow one (a straggler: a busy node, a slower GPU): once measured, it gets
 a chunk only when it would still finish it first. A replica not measured yet (or not for
 `RATE_MEMORY_S`) is taken to run at the others' mean rate and holds one chunk until it is.
-Completions stream back chunk by chunk, as each finishes. A replica that dies mid-phase (killed, out
+Completions stream back chunk by chunk, as each finishes. Once nothing is left to dispatch, a chunk
+that has run `LATE_AFTER` times as long as chunks usually take (a straggler's, before it is known)
+is copied to an idle replica, and the first copy to answer is delivered (the other's answer is
+dropped): the call does not wait for the straggler. A replica that dies mid-phase (killed, out
 of memory) is restarted by Ray; its chunk goes back to the queue for any replica, the restarted one
 is given the current weights before it gets work again, and every prompt is answered exactly once.
 
@@ -66,6 +71,19 @@ CHUNKS_PER_REPLICA = 2
 RATE_MEMORY_S = 60.0
 # Weight of a new measurement in a replica's rate (an exponential moving average).
 RATE_SMOOTHING = 0.5
+# A running chunk is late once it has run this many times as long as the fleet's chunks usually
+# take; with nothing queued, an idle replica then runs a copy of it (a backup), and the first copy
+# to answer is the one delivered. Chunks end with their longest completion, so a long-tailed one
+# can take a few times the usual; a straggler's take ten.
+LATE_AFTER = 3.0
+# A backup goes only to a replica this many times as fast as the late chunk's (or when that one is
+# not measured yet): between replicas of one speed a copy started later ends later, and would only
+# keep its replica from the next call's work.
+BACKUP_SPEEDUP = 2.0
+# How often the dispatcher looks for late chunks while it waits with nothing queued.
+LATE_POLL_S = 0.05
+# Weight of a new chunk's duration in a replica's usual chunk duration.
+DURATION_SMOOTHING = 0.2
 
 
 class FleetError(RuntimeError):
@@ -169,6 +187,7 @@ class ReplicaStats:
     tokens: int = 0
     busy_s: float = 0.0
     restarts: int = 0
+    backups: int = 0  # copies it ran of another replica's late chunk
 
 
 @dataclass
@@ -178,6 +197,13 @@ class _Chunk:
     seed: int
     replica: int = -1
     sent: float = 0.0  # time.perf_counter() when dispatched
+    backup: bool = False  # a copy of a late chunk; both answer the same `indices`
+
+    @property
+    def key(self) -> int:
+        """Its first request: the chunks of one call partition its requests, so this names the
+        chunk (and its backup copy) within the call."""
+        return self.indices[0]
 
 
 @dataclass
@@ -191,6 +217,7 @@ class _Replica:
     rate: float = 0.0  # tokens generated a second over its recent chunks; 0: not measured
     measured: float = -RATE_MEMORY_S  # time.perf_counter() of the last measurement
     busy_until: float = 0.0  # when its last chunk ended: the next queued one starts then
+    chunk_s: float = 0.0  # seconds its chunks usually take (an exponential moving average); 0: none yet
     stats: ReplicaStats = field(default_factory=ReplicaStats)
 
     def trusted(self, now: float) -> bool:
@@ -233,6 +260,8 @@ class RolloutFleet:
         # The latest weights: (policy version, object-store reference). Replaced whole, so a
         # `publish` from another thread (the updater) is seen whole by the dispatcher.
         self.latest: tuple[int, Any] | None = None
+        # Copies still running whose twin answered first: their replicas are busy until they end.
+        self.abandoned: dict[Any, _Chunk] = {}
 
     @classmethod
     def start(
@@ -283,23 +312,33 @@ class RolloutFleet:
         *,
         progress: ProgressCallback | None = None,
         on_completion: CompletionCallback | None = None,
-        guides: Sequence[str] | None = None,
+        guide: Callable[[Any], str] | None = None,
+        follow_up: Callable[[Any], list[Any]] | None = None,
     ) -> None:
         """Generate every rollout's completion and check it on the replica that generated it (its
-        node's executor); each rollout gets its completion, parse and check with outcomes."""
-        prompts = [r.prompt for r in rollouts]
-        check_guides(prompts, guides)
+        node's executor); each rollout gets its completion, parse and check with outcomes. As each
+        verdict comes in, `follow_up(rollout)` may return more rollouts: they are dispatched in the
+        same call (numbered after the ones before them, for `on_completion`), while the others
+        still generate."""
+        work = list(rollouts)
+        prompts = [r.prompt for r in work]
+        guides = None if guide is None else [guide(r) for r in work]
 
         def call(actor: Any, seed: int, indices: list[int], chunk_guides: list[str] | None) -> Any:
-            chunk = [rollouts[i] for i in indices]
+            chunk = [work[i] for i in indices]
             return actor.generate_and_check.remote(seed, chunk, params, chunk_guides, make_check)
 
         def deliver(index: int, checked: Checked, version: int | None) -> Completion:
-            rollout = rollouts[index]
+            rollout = work[index]
             rollout.completion = dataclasses.replace(checked.completion, version=version)
             rollout.parsed, rollout.check = checked.parsed, checked.check
             if on_completion is not None:
                 on_completion(index, rollout.completion)
+            for extra in [] if follow_up is None else follow_up(rollout):
+                work.append(extra)
+                prompts.append(extra.prompt)
+                if guide is not None and guides is not None:
+                    guides.append(guide(extra))
             return rollout.completion
 
         self._run(prompts, params.max_new_tokens, guides, call, deliver, progress)
@@ -383,45 +422,77 @@ class RolloutFleet:
         deliver: Callable[[int, Any, int | None], Completion],
         progress: ProgressCallback | None,
     ) -> None:
-        """Cut the prompts into chunks, keep every replica fed by load (`_dispatch`), hand each
-        finished chunk's results to `deliver`, and re-queue the chunks of a replica that died."""
-        if not prompts:
-            return
-        # Outstanding tokens are estimated from characters (about four per token) plus the most a
-        # completion may add: dispatch needs an order of magnitude, not a tokenizer round trip.
-        costs = [len(prompt) // 4 + max_new_tokens for prompt in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -costs[i])
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        queue = deque(_Chunk(batch, sum(costs[i] for i in batch), self._draw()) for batch in batches)
+        """Cut the prompts into chunks, keep every replica fed by load (`_dispatch`), copy late
+        chunks to idle replicas once nothing is queued (`_back_up`), hand each chunk's results to
+        `deliver` from whichever copy answers first, and re-queue the chunks of a replica that
+        died (unless another copy still runs). `deliver` may append to `prompts` (and `guides`):
+        those are dispatched too."""
+        queue: deque[_Chunk] = deque()
+        queued = 0
+
+        def enqueue() -> None:
+            # Outstanding tokens are estimated from characters (about four per token) plus the most
+            # a completion may add: dispatch needs an order of magnitude, not a tokenizer round trip.
+            nonlocal queued
+            costs = {i: len(prompts[i]) // 4 + max_new_tokens for i in range(queued, len(prompts))}
+            order = sorted(costs, key=lambda i: -costs[i])
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                queue.append(_Chunk(batch, sum(costs[i] for i in batch), self._draw()))
+            queued = len(prompts)
+
+        enqueue()
         running: dict[Any, _Chunk] = {}
+        answered: set[int] = set()  # keys of the chunks answered
         done = 0
-        while queue or running:
+        while queue or any(c.key not in answered for c in running.values()):
+            self._reap()
             while queue and self._dispatch(queue, running, guides, call):
                 pass
+            if not queue:
+                self._back_up(running, answered, guides, call)
+            if not running and self.abandoned:  # every replica that could take work runs a dropped copy
+                self.ray.wait(list(self.abandoned), num_returns=1)
+                continue
             if not running:
                 raise FleetError(f"every rollout replica is gone ({self._describe()}); {len(queue)} chunks unanswered")
-            [ready], _ = self.ray.wait(list(running), num_returns=1)
-            chunk = running.pop(ready)
+            ready, _ = self.ray.wait(list(running), num_returns=1, timeout=None if queue else LATE_POLL_S)
+            if not ready:
+                continue
+            chunk = running.pop(ready[0])
             replica = self.replicas[chunk.replica]
             replica.outstanding -= chunk.cost
             replica.chunks -= 1
             try:
-                version, answers = self.ray.get(ready)
+                version, answers = self.ray.get(ready[0])
             except self.ray.exceptions.RayActorError:
-                self._lost(chunk, queue)
+                twin_running = any(c.key == chunk.key for c in running.values())
+                self._lost(chunk, queue, requeue=chunk.key not in answered and not twin_running)
                 continue
-            delivered = [deliver(i, answer, version) for i, answer in zip(chunk.indices, answers, strict=True)]
-            tokens = sum(len(completion.token_ids) for completion in delivered)
+            if chunk.key in answered:  # its twin answered first
+                self._measured(replica, chunk, answers)
+                continue
+            answered.add(chunk.key)
+            for index, answer in zip(chunk.indices, answers, strict=True):
+                deliver(index, answer, version)
+            enqueue()
             replica.stats.requests += len(chunk.indices)
-            replica.stats.tokens += tokens
-            replica.stats.busy_s += replica.measure(chunk, tokens)
+            replica.stats.tokens += self._measured(replica, chunk, answers)
             done += len(chunk.indices)
             if progress is not None:
                 progress(done, len(prompts))
+        # Copies whose twin answered: they keep their replicas busy until they end.
+        self.abandoned.update(running)
 
     def _draw(self) -> int:
         self.draws += 1
         return (self.seed * 1_000_003 + self.draws) % 2**31
+
+    def _rates(self, now: float) -> dict[int, float]:
+        """Each live replica's rate; one not measured (lately) is taken to run at the others' mean."""
+        known = [r.rate for r in self.replicas if r.alive and r.trusted(now)]
+        usual = sum(known) / len(known) if known else 1.0
+        return {i: r.rate if r.trusted(now) else usual for i, r in enumerate(self.replicas) if r.alive}
 
     def _dispatch(
         self,
@@ -431,20 +502,63 @@ class RolloutFleet:
         call: Callable[[Any, int, list[int], list[str] | None], Any],
     ) -> bool:
         """Send the next chunk to the live replica that would finish it first (outstanding tokens
-        and the chunk's, over its rate), preceded by the latest weights if it lacks them. False
-        when that replica holds all it may: waiting for it beats giving the chunk to a slower one."""
+        and the chunk's, over its rate). False when that replica holds all it may: waiting for it
+        beats giving the chunk to a slower one."""
         now = time.perf_counter()
-        live = [i for i, r in enumerate(self.replicas) if r.alive]
-        if not live:
+        rates = self._rates(now)
+        if not rates:
             return False
-        known = [r.rate for r in self.replicas if r.alive and r.trusted(now)]
-        usual = sum(known) / len(known) if known else 1.0
-        rates = {i: self.replicas[i].rate if self.replicas[i].trusted(now) else usual for i in live}
         cost = queue[0].cost
-        index = min(live, key=lambda i: ((self.replicas[i].outstanding + cost) / rates[i], i))
+        index = min(rates, key=lambda i: ((self.replicas[i].outstanding + cost) / rates[i], i))
         replica = self.replicas[index]
         if replica.chunks >= (CHUNKS_PER_REPLICA if replica.trusted(now) else 1):
             return False
+        self._send(index, queue.popleft(), running, guides, call)
+        return True
+
+    def _back_up(
+        self,
+        running: dict[Any, _Chunk],
+        answered: set[int],
+        guides: Sequence[str] | None,
+        call: Callable[[Any, int, list[int], list[str] | None], Any],
+    ) -> None:
+        """With nothing queued, give the oldest late chunk (running `LATE_AFTER` times as long as
+        chunks usually take, with no copy yet, on a replica `BACKUP_SPEEDUP` times slower or not
+        measured) to the fastest idle replica, as a backup. Usually: the lower median of the
+        replicas' chunk durations, which a straggler does not move."""
+        durations = sorted(r.chunk_s for r in self.replicas if r.chunk_s)
+        now = time.perf_counter()
+        rates = self._rates(now)
+        idle = [i for i in rates if self.replicas[i].chunks == 0]
+        if not durations or not idle:
+            return
+        usual = durations[(len(durations) - 1) // 2]
+        index = max(idle, key=lambda i: (rates[i], -i))
+
+        def worth_copying(chunk: _Chunk) -> bool:
+            holder = self.replicas[chunk.replica]
+            slower = not holder.trusted(now) or holder.rate * BACKUP_SPEEDUP <= rates[index]
+            return slower and now - chunk.sent > LATE_AFTER * usual and chunk.key not in answered | copied
+
+        copied = {c.key for c in running.values() if c.backup}
+        late = [c for c in running.values() if worth_copying(c)]
+        if not late:
+            return
+        chunk = min(late, key=lambda c: c.sent)
+        self.replicas[index].stats.backups += 1
+        self._send(index, _Chunk(chunk.indices, chunk.cost, chunk.seed, backup=True), running, guides, call)
+
+    def _send(
+        self,
+        index: int,
+        chunk: _Chunk,
+        running: dict[Any, _Chunk],
+        guides: Sequence[str] | None,
+        call: Callable[[Any, int, list[int], list[str] | None], Any],
+    ) -> None:
+        """`chunk` to replica `index`, preceded by the latest weights if it lacks them."""
+        replica = self.replicas[index]
         latest = self.latest
         if latest is not None and replica.version != latest[0]:
             # Not awaited: the actor runs it before the chunk. If it dies meanwhile, the chunk
@@ -452,21 +566,46 @@ class RolloutFleet:
             replica.actor.load_weights.remote(latest[1], latest[0])
             replica.version = latest[0]
         replica.restarted = False
-        chunk = queue.popleft()
-        chunk.replica, chunk.sent = index, now
+        chunk.replica, chunk.sent = index, time.perf_counter()
         replica.outstanding += chunk.cost
         replica.chunks += 1
         chunk_guides = None if guides is None else [guides[i] for i in chunk.indices]
         running[call(replica.actor, chunk.seed, chunk.indices, chunk_guides)] = chunk
-        return True
 
-    def _lost(self, chunk: _Chunk, queue: deque[_Chunk]) -> None:
-        """A replica died holding `chunk`: the chunk goes back to the front of the queue."""
+    def _measured(self, replica: _Replica, chunk: _Chunk, answers: Sequence[Any]) -> int:
+        """Fold a finished chunk into its replica's rate and usual chunk duration; returns the
+        tokens it generated."""
+        tokens = sum(len((a.completion if isinstance(a, Checked) else a).token_ids) for a in answers)
+        seconds = replica.measure(chunk, tokens)
+        replica.stats.busy_s += seconds
+        smoothed = DURATION_SMOOTHING * seconds + (1 - DURATION_SMOOTHING) * replica.chunk_s
+        replica.chunk_s = smoothed if replica.chunk_s else seconds
+        return tokens
+
+    def _reap(self) -> None:
+        """Abandoned copies that have ended free their replicas (and still measure them)."""
+        if not self.abandoned:
+            return
+        ended, _ = self.ray.wait(list(self.abandoned), num_returns=len(self.abandoned), timeout=0)
+        for ref in ended:
+            chunk = self.abandoned.pop(ref)
+            replica = self.replicas[chunk.replica]
+            replica.outstanding -= chunk.cost
+            replica.chunks -= 1
+            try:
+                self._measured(replica, chunk, self.ray.get(ref)[1])
+            except self.ray.exceptions.RayActorError:
+                self._lost(chunk, deque(), requeue=False)
+
+    def _lost(self, chunk: _Chunk, queue: deque[_Chunk], *, requeue: bool) -> None:
+        """A replica died holding `chunk`: the chunk goes back to the front of the queue unless
+        it was answered or another copy of it still runs."""
         replica = self.replicas[chunk.replica]
         if not replica.restarted:  # its other chunk fails too; one death, counted once
             self._died(chunk.replica)
-        chunk.replica = -1
-        queue.appendleft(chunk)
+        if requeue:
+            chunk.replica, chunk.backup = -1, False
+            queue.appendleft(chunk)
 
     def _died(self, index: int) -> None:
         replica = self.replicas[index]

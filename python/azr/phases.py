@@ -1,13 +1,19 @@
 """The phases of one self-play step (paper Algorithm 1), as functions over plain records.
 
     proposals = proposer_rollouts(buffers, settings, rng, fits)        # propose
-    generate_and_check(engine, executor, proposals, sampling, check_proposal_of(k))
-    accept_proposals(proposals, settings, fits)                         # validate
-    solutions = solver_rollouts(proposals, buffers, settings, rng, fits)    # solve
-    generate_and_check(engine, executor, solutions + learnability, sampling, check_answer)  # score
+    plan = SolverPlan(proposals, buffers, settings, rng, fits)         # the solver tasks to come
+    generate_and_check(engine, executor, proposals + plan.opening(), sampling,
+                       check_rollout_of(k), follow_up=plan.follow_up)   # validate, solve, score
+    solutions = plan.solutions()
     assign_rewards(proposals, solutions, learnability, extreme)         # reward
     assign_advantages(trained, statistics)                              # advantages
     trainer.step(training_samples(trained)); engine.sync_weights(...)  # update, sync
+
+The propose and solve phases are one call with no barrier between them: a proposal's verdict
+settles what follows from it (`SolverPlan.follow_up`: a valid proposal's learnability samples and
+its solver task, or a solver task from the buffer in its place), and on rollout replicas those are
+generated while the other proposals still are; solver tasks from the buffer that no proposal can
+displace start with the proposals.
 
 A `Rollout` records one generated sequence and everything that decides its reward. Only
 `generate_and_check` touches the engine and the executor; everything else is a pure function of its
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -130,37 +136,41 @@ def check_proposal(rollout: Rollout, induction_inputs: int) -> Check | None:
     return rollout.check
 
 
+def check_rollout(rollout: Rollout, induction_inputs: int) -> Check | None:
+    """The check of any rollout of the step: a proposal's validation or an answer's scoring."""
+    return check_proposal(rollout, induction_inputs) if rollout.role is Role.PROPOSE else check_answer(rollout)
+
+
 # --- validate --------------------------------------------------------------------------------
 
 
-def accept_proposals(proposals: Sequence[Rollout], settings: StepSettings, fits: PromptFits) -> None:
-    """The tasks that valid proposals define (`new_task`), each with its learnability rollouts: n
-    solver samples whose solve rate decides the proposer's reward. A task whose solver prompt would
-    not fit is of no use, like one that does not run (`rejection` says so)."""
-    for rollout in proposals:
-        if rollout.check is None:
-            continue
-        assert rollout.parsed is not None
-        if rollout.task is TaskType.INDUCTION:
-            subject = rollout.subject
-            assert isinstance(subject, Triplet) and isinstance(rollout.parsed.value, InductionProposal)
-            rollout.new_task = proposed_induction(
-                subject.program, subject.imports, rollout.parsed.value, rollout.check, settings.induction_inputs
-            )
-        else:
-            assert isinstance(rollout.parsed.value, Proposal)
-            rollout.new_task = proposed_triplet(rollout.parsed.value, rollout.check)
-        if rollout.new_task is None:
-            continue
-        prompt = prompts.solve_prompt(rollout.task, rollout.new_task)
-        if not fits(prompt):
-            rollout.new_task = None
-            rollout.rejection = "the task's solver prompt is longer than max_prompt_tokens"
-            continue
-        rollout.learnability = [
-            Rollout(Role.SOLVE, rollout.task, prompt, subject=rollout.new_task, trained=False)
-            for _ in range(settings.learnability_samples)
-        ]
+def accept_proposal(rollout: Rollout, settings: StepSettings, fits: PromptFits) -> None:
+    """The task a checked proposal defines (`new_task`, when valid), with its learnability
+    rollouts: n solver samples whose solve rate decides the proposer's reward. A task whose solver
+    prompt would not fit is of no use, like one that does not run (`rejection` says so)."""
+    if rollout.check is None:
+        return
+    assert rollout.parsed is not None
+    if rollout.task is TaskType.INDUCTION:
+        subject = rollout.subject
+        assert isinstance(subject, Triplet) and isinstance(rollout.parsed.value, InductionProposal)
+        rollout.new_task = proposed_induction(
+            subject.program, subject.imports, rollout.parsed.value, rollout.check, settings.induction_inputs
+        )
+    else:
+        assert isinstance(rollout.parsed.value, Proposal)
+        rollout.new_task = proposed_triplet(rollout.parsed.value, rollout.check)
+    if rollout.new_task is None:
+        return
+    prompt = prompts.solve_prompt(rollout.task, rollout.new_task)
+    if not fits(prompt):
+        rollout.new_task = None
+        rollout.rejection = "the task's solver prompt is longer than max_prompt_tokens"
+        return
+    rollout.learnability = [
+        Rollout(Role.SOLVE, rollout.task, prompt, subject=rollout.new_task, trained=False)
+        for _ in range(settings.learnability_samples)
+    ]
 
 
 def new_tasks(proposals: Sequence[Rollout]) -> dict[TaskType, list[Triplet | InductionTask]]:
@@ -171,25 +181,67 @@ def new_tasks(proposals: Sequence[Rollout]) -> dict[TaskType, list[Triplet | Ind
 # --- solve -----------------------------------------------------------------------------------
 
 
-def solver_rollouts(
-    proposals: Sequence[Rollout], buffers: Buffers, settings: StepSettings, rng: random.Random, fits: PromptFits
-) -> list[Rollout]:
-    """B solver tasks per type: this step's new tasks first (the paper's rule), then tasks from
-    the buffer."""
-    rollouts = []
-    for task in TaskType:
-        fresh = [p.new_task for p in proposals if p.task is task and p.new_task is not None]
-        rng.shuffle(fresh)
-        chosen = fresh[: settings.batch_size]
-        attempts = 0
-        while len(chosen) < settings.batch_size and attempts < 4 * settings.batch_size:
-            chosen.append(buffers[task].choose(rng))
-            attempts += 1
-        for subject in chosen:
-            prompt = prompts.solve_prompt(task, subject)
-            if fits(prompt):
-                rollouts.append(Rollout(Role.SOLVE, task, prompt, subject=subject))
-    return rollouts
+class SolverPlan:
+    """The step's solver tasks, settled proposal by proposal: each task type gets `batch_size` of
+    them, this step's new tasks first (the paper's rule), topped up from the buffer. Each proposal
+    holds a place for the task it may bring (a type has at most `batch_size` proposals); a place
+    that no proposal holds, or whose proposal brought no task, goes to the next of `batch_size`
+    buffer tasks drawn when the plan is made. A solver prompt that would not fit is dropped, as the
+    place's task is of no use. The plan is the only state the step's follow-ups share."""
+
+    def __init__(
+        self,
+        proposals: Sequence[Rollout],
+        buffers: Buffers,
+        settings: StepSettings,
+        rng: random.Random,
+        fits: PromptFits,
+    ) -> None:
+        self.settings, self.fits = settings, fits
+        self.drawn = {task: deque(buffers[task].choose(rng) for _ in range(settings.batch_size)) for task in TaskType}
+        self.place = {id(p): index for index, p in enumerate(proposals)}
+        self.held = {task: sum(p.task is task for p in proposals) for task in TaskType}
+        # (task type, 0 for a new task / 1 from the buffer, order): `solutions` is in this order
+        # whatever order the verdicts came in.
+        self.planned: list[tuple[tuple[int, int, int], Rollout]] = []
+        self.from_buffer = 0
+
+    def opening(self) -> list[Rollout]:
+        """The buffer's solver tasks for the places no proposal holds: they can start at once."""
+        return [
+            r
+            for task in TaskType
+            for _ in range(self.settings.batch_size - self.held[task])
+            for r in self._buffer(task)
+        ]
+
+    def follow_up(self, rollout: Rollout) -> list[Rollout]:
+        """What a rollout's verdict calls for: for a proposal, its task and learnability samples
+        when it is valid, else a task from the buffer in its place; nothing for an answer."""
+        if rollout.role is not Role.PROPOSE:
+            return []
+        accept_proposal(rollout, self.settings, self.fits)
+        if rollout.new_task is None:
+            return self._buffer(rollout.task)
+        solver = Rollout(
+            Role.SOLVE, rollout.task, prompts.solve_prompt(rollout.task, rollout.new_task), subject=rollout.new_task
+        )
+        self.planned.append(((list(TaskType).index(rollout.task), 0, self.place[id(rollout)]), solver))
+        return [solver, *rollout.learnability]
+
+    def solutions(self) -> list[Rollout]:
+        """The solver rollouts planned so far, new tasks first within each type."""
+        return [rollout for _, rollout in sorted(self.planned, key=lambda planned: planned[0])]
+
+    def _buffer(self, task: TaskType) -> list[Rollout]:
+        subject = self.drawn[task].popleft()
+        prompt = prompts.solve_prompt(task, subject)
+        if not self.fits(prompt):
+            return []
+        self.from_buffer += 1
+        rollout = Rollout(Role.SOLVE, task, prompt, subject=subject)
+        self.planned.append(((list(TaskType).index(task), 1, self.from_buffer), rollout))
+        return [rollout]
 
 
 def check_answer(rollout: Rollout) -> Check | None:
@@ -225,34 +277,91 @@ def generate_and_check(
     progress: ProgressCallback | None = None,
     guide: Callable[[Rollout], str] | None = None,
     timeline: Timeline | None = None,
-) -> None:
-    """Generate every rollout of a phase in one engine call (each constrained to `guide(rollout)`,
-    its format grammar, when given), handing each completion's check to
-    the executor as soon as it is ready — or, with rollout replicas, checking it on the replica that
-    generated it; the phase ends when the last outcome is in. Checks the
-    executor failed on are run once more; those that fail again stay undecided (counted in
-    `executor/internal`), and a phase where every check failed stops the run."""
-    if not rollouts:
-        return
+    follow_up: Callable[[Rollout], list[Rollout]] | None = None,
+) -> list[Rollout]:
+    """Generate every rollout (each constrained to `guide(rollout)`, its format grammar, when
+    given), handing each completion's check to the executor as soon as it is ready — or, with
+    rollout replicas, checking it on the replica that generated it. `follow_up(rollout)` returns
+    the rollouts a rollout's verdict calls for; they are generated and checked too, and their own
+    follow-ups, until none is left: on rollout replicas as each verdict comes in, while the rest
+    still generate; on an engine here, in a next round (its generate call takes a fixed batch).
+    Returns every rollout generated, follow-ups included. Checks the executor failed on are run
+    once more; those that fail again stay undecided (counted in `executor/internal`), and a round
+    where every check failed stops the run."""
+    generated: list[Rollout] = []
+    pending = list(rollouts)
+    while pending:
+        streamed, followed = _generate_round(
+            engine,
+            executor,
+            pending,
+            sampling,
+            make_check,
+            times,
+            phase,
+            progress,
+            guide,
+            timeline,
+            follow_up,
+            len(generated),
+        )
+        done = pending + streamed
+        _settle(executor, done, times, phase)
+        generated += done
+        # The follow-ups not streamed (an engine here, or a verdict that came in undecided and was
+        # just re-run) make the next round.
+        pending = [] if follow_up is None else [x for r in done if id(r) not in followed for x in follow_up(r)]
+    return generated
+
+
+def _generate_round(
+    engine: RolloutEngine,
+    executor: ExecutorProtocol,
+    rollouts: list[Rollout],
+    sampling: SamplingParams,
+    make_check: Callable[[Rollout], Check | None],
+    times: PhaseTimes,
+    phase: str,
+    progress: ProgressCallback | None,
+    guide: Callable[[Rollout], str] | None,
+    timeline: Timeline | None,
+    follow_up: Callable[[Rollout], list[Rollout]] | None,
+    numbered_from: int,
+) -> tuple[list[Rollout], set[int]]:
+    """One engine call over `rollouts` (numbered from `numbered_from` in the timeline). On rollout
+    replicas the follow-ups of each rollout whose verdict came in decided join the call: returns
+    them, and the ids of the rollouts they follow."""
     submitted = time.time()
-    guides = None if guide is None else [guide(r) for r in rollouts]
     seconds = times.seconds
+    work = list(rollouts)  # numbered as the engine numbers them, follow-ups appended
+    followed: set[int] = set()
 
     def span(index: int, completion: Completion) -> None:
         if timeline is not None:  # a request spans from the engine call to its completion
-            timeline.add("engine", f"{phase} {index}", submitted, time.time(), tokens=len(completion.token_ids))
+            name = f"{work[index].role.value} {numbered_from + index}"
+            timeline.add("engine", name, submitted, time.time(), tokens=len(completion.token_ids), phase=phase)
 
     started = time.perf_counter()
     on_replicas = getattr(engine, "generate_and_check", None)
     if on_replicas is not None:
         # Rollout replicas check what they generate on their own nodes (`azr.fleet`).
+        def stream(rollout: Rollout) -> list[Rollout]:
+            if follow_up is None or rollout.undecided:
+                return []
+            followed.add(id(rollout))
+            extra = follow_up(rollout)
+            work.extend(extra)
+            return extra
+
         try:
-            on_replicas(rollouts, sampling, make_check, progress=progress, on_completion=span, guides=guides)
+            on_replicas(
+                rollouts, sampling, make_check, progress=progress, on_completion=span, guide=guide, follow_up=stream
+            )
         finally:
             seconds["generate"] += time.perf_counter() - started
-        times.executor["checked_on_replicas"] += sum(1 for r in rollouts if r.check is not None)
+        times.executor["checked_on_replicas"] += sum(1 for r in work if r.check is not None)
     else:
-        stream = CheckStream(executor, timeline)
+        stream_checks = CheckStream(executor, timeline)
 
         def ready(index: int, completion: Completion) -> None:
             rollout = rollouts[index]
@@ -260,25 +369,32 @@ def generate_and_check(
             span(index, completion)
             check = make_check(rollout)
             if check is not None:
-                stream.submit([check])
+                stream_checks.submit([check])
 
+        guides = None if guide is None else [guide(r) for r in rollouts]
         try:
             engine.generate(
                 [r.prompt for r in rollouts], sampling, progress=progress, on_completion=ready, guides=guides
             )
         finally:
             seconds["generate"] += time.perf_counter() - started
-            timing = stream.finish()
+            timing = stream_checks.finish()
         seconds["verify"] += timing.verify_s
         seconds["verify_hidden"] += timing.hidden_s
         seconds["execute"] += timing.waited_s
+    return work[len(rollouts) :], followed
+
+
+def _settle(executor: ExecutorProtocol, rollouts: list[Rollout], times: PhaseTimes, phase: str) -> None:
+    """Every rollout of a round has its completion; its checks the executor failed on are run once
+    more (and the run stops when it failed on every one of them)."""
     missing = [r for r in rollouts if r.completion is None]
     if missing:
         raise RuntimeError(f"the rollout engine did not hand over {len(missing)} of {len(rollouts)} completions")
     checks = [r.check for r in rollouts if r.check is not None]
     rerun_started = time.perf_counter()
     retried, failed = rerun_undecided(executor, checks)
-    seconds["execute"] += time.perf_counter() - rerun_started
+    times.seconds["execute"] += time.perf_counter() - rerun_started
     times.executor["internal_retried"] += retried
     times.executor["internal"] += failed
     if checks and failed == len(checks):

@@ -131,6 +131,7 @@ def fleet_metrics(engine: RolloutEngine) -> dict[str, float]:
         metrics[f"rollout/replica{index}_tokens"] = float(stats.tokens)
         metrics[f"rollout/replica{index}_tokens_per_s"] = stats.tokens / stats.busy_s if stats.busy_s else 0.0
         metrics[f"rollout/replica{index}_restarts"] = float(stats.restarts)
+        metrics[f"rollout/replica{index}_backups"] = float(stats.backups)
     return metrics
 
 
@@ -244,15 +245,15 @@ class SelfPlay:
         if self.config.pipeline == "async":
             self._make_room(times)
 
-        # Propose, and validate each proposal as soon as it is generated.
+        # Propose; each proposal's verdict settles what follows it (its task's solver and
+        # learnability samples, or a buffer task in its place), generated without waiting for the
+        # other proposals; buffer tasks no proposal can displace start with the proposals.
         proposals = phases.proposer_rollouts(self.buffers, self.settings, self.rng, self.fits)
-        check_proposal = partial(phases.check_proposal, induction_inputs=self.settings.induction_inputs)
-        self.generate_and_check(proposals, "propose", check_proposal, times)
-        phases.accept_proposals(proposals, self.settings, self.fits)
-        # Solve this step's tasks (topped up from the buffers) and sample each new task's learnability.
-        solutions = phases.solver_rollouts(proposals, self.buffers, self.settings, self.rng, self.fits)
+        plan = phases.SolverPlan(proposals, self.buffers, self.settings, self.rng, self.fits)
+        check = partial(phases.check_rollout, induction_inputs=self.settings.induction_inputs)
+        self.generate_and_check(proposals + plan.opening(), "rollout", check, times, follow_up=plan.follow_up)
+        solutions = plan.solutions()
         learnability = [r for p in proposals for r in p.learnability]
-        self.generate_and_check(solutions + learnability, "solve", phases.check_answer, times)
         # Reward and advantages; the new tasks join the buffers.
         phases.assign_rewards(proposals, solutions, learnability, self.config.extreme_proposer_reward)
         trained = [r for r in proposals + solutions if r.trained]
@@ -391,7 +392,12 @@ class SelfPlay:
         return len(tokens) <= self.config.max_prompt_tokens
 
     def generate_and_check(
-        self, rollouts: list[Rollout], phase: str, make_check: Callable[[Rollout], Check | None], times: PhaseTimes
+        self,
+        rollouts: list[Rollout],
+        phase: str,
+        make_check: Callable[[Rollout], Check | None],
+        times: PhaseTimes,
+        follow_up: Callable[[Rollout], list[Rollout]] | None = None,
     ) -> None:
         with self.timeline.span("driver", phase):
             phases.generate_and_check(
@@ -405,6 +411,7 @@ class SelfPlay:
                 progress=self._bar(phase),
                 guide=self.guide if self.config.guided_format else None,
                 timeline=self.timeline,
+                follow_up=follow_up,
             )
 
     def guide(self, rollout: Rollout) -> str:

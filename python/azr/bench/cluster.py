@@ -13,18 +13,22 @@ completions. A replica generates a chunk of `--chunk` requests as a continuous-b
 does: the chunk ends when its longest completion ends, at `--token-ms` per token (the last replica
 `--straggler` times slower: a busy node, a slower GPU).
 
-A step (the paper's batch of `--batch` per task-role): proposals (3·B), then solutions and the
-learnability samples of the valid proposals (3·B + 8·B, a third of proposals valid), then the update.
-Schedules, on the same latencies:
+A step (the paper's batch of `--batch` per task-role): proposals (3·B, a third of them valid),
+then B solutions per task type — a valid proposal's task, else one from the buffer — and 8
+learnability samples per valid proposal, then the update. Schedules, on the same latencies:
 
-- `fleet`: azr's, one call per phase, chunks dispatched by outstanding tokens and streamed back;
+- `fleet`: azr's, one call a step: each proposal's follow-ups (its task's solver and learnability
+  samples, or a buffer task in its place) are dispatched as its verdict comes in, while the other
+  proposals still generate; chunks dispatched by outstanding tokens and streamed back;
 - `fleet, one-step-off`: the same, with the update of the last step's samples running during this
   step's generation (`pipeline=one-step-off`);
 - `fleet, async (max_staleness=2)`: updates queued in a thread, each publishing its weights to the
   fleet when done (replicas load them before their next chunk), the next step starting at once
   unless 2 updates are unfinished (`pipeline=async`); measured over all the steps, with one update
   in flight at the start as in one-step-off's steady state, and none waited for at the end;
-- `round-robin`: one call per phase, each replica handed every R-th request up front;
+- `fleet, 2 phases`: azr's before the follow-ups were streamed: a propose call, then one call for
+  every solver and learnability request, the second waiting for the first's slowest completion;
+- `round-robin`: the two phases, each replica handed every R-th request up front;
 - `reference (9 barriers)`: the AZR reference's, nine blocking generate calls a step (per task type:
   propose, learnability, solve), each waiting for its slowest completion, dispatched as `fleet` does.
 
@@ -41,19 +45,36 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 
 from azr.cluster import connect, placement, start_actors
-from azr.fleet import RolloutFleet
+from azr.fleet import Checked, RolloutFleet
 from azr.rollout import Completion, SamplingParams
 
 TASKS = 3
 LEARNABILITY = 8
 STALENESS = 2
 ASYNC = f"fleet, async (max_staleness={STALENESS})"
+SCHEDULES = ("fleet", "fleet, one-step-off", ASYNC, "fleet, 2 phases", "round-robin", "reference (9 barriers)")
+PARAMS = SamplingParams(max_new_tokens=1)
+# One step's generation, as a schedule issues it to the fleet.
+Step = Callable[[RolloutFleet], None]
+
+
+@dataclass
+class Request:
+    """A synthetic rollout: its prompt ends with its completion length; `follow` holds the prompts
+    its verdict calls for."""
+
+    prompt: str
+    follow: tuple[str, ...] = ()
+
+
+def no_check(request: Request) -> None:
+    return None
 
 
 class SyntheticReplica:
@@ -74,6 +95,12 @@ class SyntheticReplica:
             self.busy += seconds
             completions += [Completion((1,), (0,) * n, (0.0,) * n, "", "length") for n in lengths]
         return self.version, completions
+
+    def generate_and_check(
+        self, seed: int, requests: list[Request], params: SamplingParams, guides: object, make_check: object
+    ) -> tuple[int, list[Checked]]:
+        version, completions = self.generate(seed, [r.prompt for r in requests], params, guides)
+        return version, [Checked(completion, None, None) for completion in completions]
 
     def load_weights(self, weights: object, version: int) -> int:
         self.version = version
@@ -96,45 +123,66 @@ def lengths(rng: random.Random, count: int, median: float, sigma: float, cap: in
     return [max(1, min(cap, round(median * math.exp(rng.gauss(0.0, sigma))))) for _ in range(count)]
 
 
-def step_calls(rng: random.Random, args: argparse.Namespace) -> dict[str, list[list[str]]]:
-    """One step's requests as each schedule issues them (prompts carry their completion length)."""
+def steps(rng: random.Random, args: argparse.Namespace) -> dict[str, Step]:
+    """One step's generation as each schedule issues it; every prompt carries its completion length,
+    and every prompt has the same length, so the dispatcher cannot see completion lengths coming."""
     b = args.batch
-    draw = lambda n: lengths(rng, n, args.median_tokens, args.sigma, args.max_tokens)  # noqa: E731
-    per_task = [(draw(b), draw(LEARNABILITY * b // TASKS), draw(b)) for _ in range(TASKS)]
-    # Every prompt has the same length, so the dispatcher cannot see completion lengths coming.
-    prompts = [[[f"request {n:05d}" for n in call] for call in task] for task in per_task]
-    proposals = [p for task in prompts for p in task[0]]
-    later = [p for task in prompts for p in task[1] + task[2]]
-    reference = [call for task in prompts for call in task]
-    fleet = [proposals, later]
+
+    def draw(count: int) -> list[str]:
+        return [f"request {n:05d}" for n in lengths(rng, count, args.median_tokens, args.sigma, args.max_tokens)]
+
+    proposals, learnability, solutions, streamed = [], [], [], []
+    for _ in range(TASKS):
+        proposed, solved = draw(b), draw(b)
+        valid = range(0, b, TASKS)  # a third of the proposals are valid
+        learned = {i: draw(LEARNABILITY) for i in valid}
+        proposals.append(proposed)
+        learnability.append([p for samples in learned.values() for p in samples])
+        solutions.append(solved)
+        streamed += [Request(p, (solved[i], *learned.get(i, ()))) for i, p in enumerate(proposed)]
+    first = [p for task in proposals for p in task]
+    later = [p for task in range(TASKS) for p in learnability[task] + solutions[task]]
+    reference = [call for task in range(TASKS) for call in (proposals[task], learnability[task], solutions[task])]
+
+    def one_call(fleet: RolloutFleet) -> None:
+        def follow_up(request: Request) -> list[Request]:
+            return [Request(p) for p in request.follow]
+
+        fleet.generate_and_check(list(streamed), PARAMS, no_check, follow_up=follow_up)
+
+    def in_calls(calls: list[list[str]]) -> Step:
+        def run(fleet: RolloutFleet) -> None:
+            for prompts in calls:
+                fleet.generate(prompts, PARAMS)
+
+        return run
+
+    def round_robin(fleet: RolloutFleet) -> None:
+        for prompts in (first, later):
+            replicas = fleet.replicas
+            shares = [prompts[i :: len(replicas)] for i in range(len(replicas))]
+            fleet.ray.get(
+                [r.actor.generate.remote(0, share, PARAMS, None) for r, share in zip(replicas, shares, strict=True)]
+            )
+
     return {
-        "fleet": fleet,
-        "fleet, one-step-off": fleet,
-        ASYNC: fleet,
-        "round-robin": fleet,
-        "reference (9 barriers)": reference,
+        "fleet": one_call,
+        "fleet, one-step-off": one_call,
+        ASYNC: one_call,
+        "fleet, 2 phases": in_calls([first, later]),
+        "round-robin": round_robin,
+        "reference (9 barriers)": in_calls(reference),
     }
 
 
-def run_round_robin(fleet: RolloutFleet, prompts: list[str], params: SamplingParams) -> None:
-    ray, replicas = fleet.ray, fleet.replicas
-    shares = [prompts[i :: len(replicas)] for i in range(len(replicas))]
-    ray.get([r.actor.generate.remote(0, share, params, None) for r, share in zip(replicas, shares, strict=True)])
-
-
-def measure(fleet: RolloutFleet, schedule: str, calls: list[list[str]], update_s: float) -> tuple[float, float]:
+def measure(fleet: RolloutFleet, schedule: str, step: Step, update_s: float) -> tuple[float, float]:
     """Seconds of one step and the replicas' busy seconds in it."""
-    params = SamplingParams(max_new_tokens=1)
     started = time.perf_counter()
     overlapped = schedule.endswith("one-step-off")
     update = threading.Thread(target=time.sleep, args=(update_s,)) if overlapped else None
     if update is not None:
         update.start()  # the last step's update, while this step generates
-    for prompts in calls:
-        if schedule == "round-robin":
-            run_round_robin(fleet, prompts, params)
-        else:
-            fleet.generate(prompts, params)
+    step(fleet)
     if update is not None:
         update.join()
     else:
@@ -143,9 +191,8 @@ def measure(fleet: RolloutFleet, schedule: str, calls: list[list[str]], update_s
     return seconds, take_busy(fleet)
 
 
-def measure_async(fleet: RolloutFleet, steps: list[list[list[str]]], update_s: float) -> tuple[float, float]:
+def measure_async(fleet: RolloutFleet, steps: list[Step], update_s: float) -> tuple[float, float]:
     """Seconds and the replicas' busy seconds of all `steps`, pipelined as `pipeline=async` does."""
-    params = SamplingParams(max_new_tokens=1)
     version = fleet.version or 0
 
     def update(version: int) -> None:
@@ -155,11 +202,10 @@ def measure_async(fleet: RolloutFleet, steps: list[list[list[str]]], update_s: f
     with ThreadPoolExecutor(1) as updater:
         started = time.perf_counter()
         in_flight: list[Future] = [updater.submit(update, version + 1)]  # the last step's, as one-step-off has
-        for offset, calls in enumerate(steps, 2):
+        for offset, step in enumerate(steps, 2):
             running = [future for future in in_flight if not future.done()]
             wait_for(running[: max(0, len(running) - STALENESS)])
-            for prompts in calls:
-                fleet.generate(prompts, params)
+            step(fleet)
             in_flight.append(updater.submit(update, version + offset))
         seconds = time.perf_counter() - started
     return seconds, take_busy(fleet)
@@ -239,13 +285,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         fleet = start_fleet(ray, count, args.token_ms / 1e3, args.chunk, args.straggler)
         try:
             rng = random.Random(args.seed)
-            steps = [step_calls(rng, args) for _ in range(args.steps)]
-            for schedule in ("fleet", "fleet, one-step-off", ASYNC, "round-robin", "reference (9 barriers)"):
+            drawn = [steps(rng, args) for _ in range(args.steps)]
+            for schedule in SCHEDULES:
                 if schedule == ASYNC:
-                    seconds, busy = measure_async(fleet, [calls[schedule] for calls in steps], args.update_s)
-                    measured = [(seconds / len(steps), busy / len(steps))] * len(steps)
+                    seconds, busy = measure_async(fleet, [step[schedule] for step in drawn], args.update_s)
+                    measured = [(seconds / len(drawn), busy / len(drawn))] * len(drawn)
                 else:
-                    measured = [measure(fleet, schedule, calls[schedule], args.update_s) for calls in steps]
+                    measured = [measure(fleet, schedule, step[schedule], args.update_s) for step in drawn]
                 step_s = sum(s for s, _ in measured) / len(measured)
                 idle = 1 - sum(b for _, b in measured) / (count * sum(s for s, _ in measured))
                 results.append(Result(schedule, count, step_s, idle))
