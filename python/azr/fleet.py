@@ -294,12 +294,11 @@ class RolloutFleet:
 
         results: list[Completion | None] = [None] * len(prompts)
 
-        def deliver(index: int, completion: Completion, version: int | None) -> Completion:
+        def deliver(index: int, completion: Completion, version: int | None) -> None:
             completion = dataclasses.replace(completion, version=version)
             results[index] = completion
             if on_completion is not None:
                 on_completion(index, completion)
-            return completion
 
         self._run(list(prompts), params.max_new_tokens, guides, call, deliver, progress)
         return [r for r in results if r is not None]
@@ -328,7 +327,7 @@ class RolloutFleet:
             chunk = [work[i] for i in indices]
             return actor.generate_and_check.remote(seed, chunk, params, chunk_guides, make_check)
 
-        def deliver(index: int, checked: Checked, version: int | None) -> Completion:
+        def deliver(index: int, checked: Checked, version: int | None) -> None:
             rollout = work[index]
             rollout.completion = dataclasses.replace(checked.completion, version=version)
             rollout.parsed, rollout.check = checked.parsed, checked.check
@@ -339,7 +338,6 @@ class RolloutFleet:
                 prompts.append(extra.prompt)
                 if guide is not None and guides is not None:
                     guides.append(guide(extra))
-            return rollout.completion
 
         self._run(prompts, params.max_new_tokens, guides, call, deliver, progress)
 
@@ -419,7 +417,7 @@ class RolloutFleet:
         max_new_tokens: int,
         guides: Sequence[str] | None,
         call: Callable[[Any, int, list[int], list[str] | None], Any],
-        deliver: Callable[[int, Any, int | None], Completion],
+        deliver: Callable[[int, Any, int | None], None],
         progress: ProgressCallback | None,
     ) -> None:
         """Cut the prompts into chunks, keep every replica fed by load (`_dispatch`), copy late
@@ -467,7 +465,7 @@ class RolloutFleet:
                 version, answers = self.ray.get(ready[0])
             except self.ray.exceptions.RayActorError:
                 twin_running = any(c.key == chunk.key for c in running.values())
-                self._lost(chunk, queue, requeue=chunk.key not in answered and not twin_running)
+                self._lost(chunk, queue if chunk.key not in answered and not twin_running else None)
                 continue
             if chunk.key in answered:  # its twin answered first
                 self._measured(replica, chunk, answers)
@@ -595,17 +593,17 @@ class RolloutFleet:
             try:
                 self._measured(replica, chunk, self.ray.get(ref)[1])
             except self.ray.exceptions.RayActorError:
-                self._lost(chunk, deque(), requeue=False)
+                self._lost(chunk, None)
 
-    def _lost(self, chunk: _Chunk, queue: deque[_Chunk], *, requeue: bool) -> None:
-        """A replica died holding `chunk`: the chunk goes back to the front of the queue unless
-        it was answered or another copy of it still runs."""
+    def _lost(self, chunk: _Chunk, requeue_to: deque[_Chunk] | None) -> None:
+        """A replica died holding `chunk`: the chunk goes back to the front of `requeue_to`, or
+        nowhere (None) when it was answered or another copy of it still runs."""
         replica = self.replicas[chunk.replica]
         if not replica.restarted:  # its other chunk fails too; one death, counted once
             self._died(chunk.replica)
-        if requeue:
+        if requeue_to is not None:
             chunk.replica, chunk.backup = -1, False
-            queue.appendleft(chunk)
+            requeue_to.appendleft(chunk)
 
     def _died(self, index: int) -> None:
         replica = self.replicas[index]
