@@ -82,3 +82,10 @@ def test_cluster_benchmark_compares_the_schedules() -> None:
     results = json.loads(out.strip().splitlines()[-1])["results"]
     assert {(r["schedule"], r["replicas"]) for r in results} >= {("fleet", 1), ("fleet", 2)}
     assert all(r["step_s"] > 0 and 0 <= r["idle"] < 1 for r in results)
+
+
+@pytest.mark.slow
+def test_weights_benchmark_times_both_transports() -> None:
+    pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[cluster]")')
+    out = bench("azr.bench.weights", "--model", "tiny-qwen2", "--replicas", "1", "--syncs", "1", data=False)
+    assert "| 1 | object-store |" in out and "| 1 | broadcast |" in out

@@ -21,7 +21,7 @@ from azr.models import tiny_qwen2
 from azr.phases import PhaseTimes, Rollout, check_answer
 from azr.rollout import HFEngine, SamplingParams
 from azr.selfplay import SelfPlay
-from azr.sync_check import Probe, StaleWeightsError, probe_ids
+from azr.sync_check import Probe, StaleWeightsError, probe_ids, sequence_logprobs
 from azr.tasks import IDENTITY_TRIPLET, Role, TaskType
 
 CONFIG = dataclasses.replace(
@@ -162,6 +162,80 @@ def test_a_self_play_step_with_two_replicas_and_two_trainer_workers(tmp_path) ->
     assert metrics["executor/checked_on_replicas"] > 0 and CountingExecutor.jobs == 0
 
 
+class ProbedReplica(RolloutReplica):
+    """A replica that tells its log-probs of a sequence, to compare its weights with the trainer's."""
+
+    def logprobs(self, token_ids: tuple[int, ...]) -> torch.Tensor:
+        return sequence_logprobs(self.engine.model, token_ids)
+
+
+def kill_and_wait_for_restart(actor) -> str:
+    """Kill `actor` (Ray restarts it); the identity of its new process once it is back."""
+    import ray
+
+    before = ray.get(actor.identity.remote())
+    ray.kill(actor, no_restart=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            process = ray.get(actor.identity.remote())
+            if process != before:
+                return process
+        except ray.exceptions.RayActorError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the killed replica did not come back in 120 s")
+
+
+def test_broadcast_sends_the_trainer_ranks_weights_straight_to_every_replica(tmp_path) -> None:
+    """weight_transport=broadcast: after each update every replica's (and the driver's) log-probs of
+    a fixed sequence equal the trainer group's, the stale-sync check passing on each; a replica
+    killed between syncs comes back with the driver's copy of the weights, and the next sync forms
+    the groups again, with its new process."""
+    import ray
+    from azr.trainer import load_weights
+
+    config = dataclasses.replace(CONFIG, trainer_workers=2, lr=1e-3, weight_transport="broadcast", vllm_check_sync=True)
+    ids = probe_ids(tiny_qwen2(seed=0).tokenizer)
+    fleet = RolloutFleet.start(config, replica=ProbedReplica, probe_ids=ids)
+    run = SelfPlay(config, tmp_path / "run", executor=Executor(workers=1), engine=fleet, progress=False)
+
+    def trainers_logprobs(name: str) -> torch.Tensor:
+        run.trainer.save(tmp_path / name)
+        model = tiny_qwen2(seed=CONFIG.seed).model
+        load_weights(model, tmp_path / name)
+        return sequence_logprobs(model, ids)
+
+    try:
+        initial = sequence_logprobs(run.policy.model, ids)
+        for step in (1, 2):
+            if step == 2:  # replica 0 dies and is back before the step: the fleet learns it from its answer
+                restarted = kill_and_wait_for_restart(fleet.replicas[0].actor)
+            metrics = run.step()
+            # Every sample came from the version its update started from: the restarted replica
+            # sampled from the driver's copy of version 1, not from its fresh load.
+            assert {v for k, v in metrics.items() if k.startswith("lag/")} == {0.0}, metrics
+            trained = trainers_logprobs(f"step{step}")
+            assert not torch.allclose(trained, initial)  # the update moved the weights
+            torch.testing.assert_close(sequence_logprobs(run.policy.model, ids), trained, rtol=0, atol=1e-6)
+            for replica in fleet.replicas:
+                torch.testing.assert_close(ray.get(replica.actor.logprobs.remote(ids)), trained, rtol=0, atol=1e-6)
+            assert fleet.version == run.version == step and all(r.version == step for r in fleet.replicas)
+            initial = trained
+        assert metrics["rollout/replica0_restarts"] == 1 and metrics["rollout/replica0_requests"] > 0
+        assert run.trainer.epoch == 2 and ray.get(fleet.replicas[0].actor.identity.remote()) == restarted
+    finally:
+        run.trainer.shutdown()
+        fleet.shutdown()
+
+
+def test_broadcast_needs_trainer_workers_and_replicas() -> None:
+    with pytest.raises(ValueError, match="trainer_workers >= 1 and rollout_replicas >= 1"):
+        dataclasses.replace(CONFIG, weight_transport="broadcast")
+    with pytest.raises(ValueError, match="weight_transport must be 'object-store' or 'broadcast', got 'nccl'"):
+        dataclasses.replace(CONFIG, weight_transport="nccl")
+
+
 def test_one_step_off_trains_each_step_during_the_next_ones_generation(tmp_path) -> None:
     """Samples are trained one step later, while the next step generates: from the third step on
     every trained sample is exactly one policy version old, and the update's span overlaps the
@@ -219,14 +293,15 @@ def test_a_late_chunk_is_backed_up_and_answered_once() -> None:
         fleet.shutdown()
 
 
-def async_run(tmp_path, replica: type) -> tuple[SelfPlay, list[tuple[int, list[int]]]]:
-    """A self-play run with `pipeline=async, max_staleness=2` on replicas of class `replica`, and
-    the list its updates append (the version each started from, its samples' versions) to."""
+def async_run(tmp_path, replica: type, **settings) -> tuple[SelfPlay, list[tuple[int, list[int]]]]:
+    """A self-play run with `pipeline=async, max_staleness=2` (and `settings`) on replicas of class
+    `replica`, and the list its updates append (the version each started from, its samples'
+    versions) to."""
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the replica class goes by value
     # Every version each replica loads, mid-phase included, passes the stale-sync check.
-    config = dataclasses.replace(CONFIG, pipeline="async", max_staleness=2, lr=1e-3, vllm_check_sync=True)
+    config = dataclasses.replace(CONFIG, pipeline="async", max_staleness=2, lr=1e-3, vllm_check_sync=True, **settings)
     fleet = RolloutFleet.start(config, replica=replica, probe_ids=probe_ids(tiny_qwen2(seed=0).tokenizer))
     run = SelfPlay(config, tmp_path / "run", executor=Executor(workers=1), engine=fleet, progress=False)
     trained: list[tuple[int, list[int]]] = []
@@ -240,15 +315,21 @@ def async_run(tmp_path, replica: type) -> tuple[SelfPlay, list[tuple[int, list[i
     return run, trained
 
 
-def test_async_under_a_ten_times_slower_replica(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "transport", [{}, {"weight_transport": "broadcast", "trainer_workers": 2}], ids=["object-store", "broadcast"]
+)
+def test_async_under_a_ten_times_slower_replica(tmp_path, transport: dict) -> None:
     """Generation never waits for training; each update's weights reach the replicas mid-step, so a
     step's samples come from more than one version; none trained is over 2 versions old; the
-    straggler gets less work."""
-    run, trained = async_run(tmp_path, SlowReplica)
+    straggler gets less work. The same when the weights come from the trainer ranks by broadcast
+    (the updater waits for every replica to take them; generation does not)."""
+    run, trained = async_run(tmp_path, SlowReplica, **transport)
     try:
         steps = [run.step() for _ in range(3)] + [run.step(drain=True)]
     finally:
         run.engine.shutdown()
+        if transport:
+            run.trainer.shutdown()
     assert len(trained) == 4 and not run.in_flight and run.version == 4
     lags = [version - sample for version, versions in trained for sample in versions]
     assert lags and 0 <= min(lags) and max(lags) <= 2, trained

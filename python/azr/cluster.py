@@ -75,13 +75,21 @@ def reserve(config: SelfPlayConfig, count: int, why: str) -> tuple[Any, Any, int
 
 
 def start_actors(
-    ray: Any, actor_class: type, group: Any, arguments: list[tuple], *, gpus: int, restarts: int = 0
+    ray: Any,
+    actor_class: type,
+    group: Any,
+    arguments: list[tuple],
+    *,
+    gpus: int,
+    restarts: int = 0,
+    threads: dict[str, int] | None = None,
 ) -> list:
     """One actor of `actor_class` on each bundle of `group` (bundle i gets `arguments[i]`), a CPU
-    and `gpus` GPUs each; Ray restarts one that dies up to `restarts` times."""
+    and `gpus` GPUs each; Ray restarts one that dies up to `restarts` times. `threads`: Ray
+    concurrency groups (name: threads), whose calls run beside the actor's others."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    remote = ray.remote(actor_class)
+    remote = ray.remote(concurrency_groups=threads)(actor_class) if threads else ray.remote(actor_class)
     return [
         remote.options(
             num_cpus=1,

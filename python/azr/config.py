@@ -100,6 +100,11 @@ class SelfPlayConfig:
     # rollout_replicas ≥ 1, whose weights are their own.
     pipeline: Literal["sync", "one-step-off", "async"] = "sync"
     max_staleness: int = 2
+    # How new weights reach the rollout replicas: "object-store" (the driver puts one copy in Ray's
+    # object store, every replica reads it) or "broadcast" (every trainer rank sends its own shards
+    # straight to the driver and the replicas over gloo groups, `azr.weight_transport`: no gathered
+    # model, no driver hop; needs trainer_workers ≥ 1).
+    weight_transport: Literal["object-store", "broadcast"] = "object-store"
     ray_address: str = ""  # "": start a Ray for this run; "auto": join the running cluster; or a head's address
     gpu_memory_gb: float = 80.0  # per GPU, for the memory plan (`azr selfplay --dry-run`)
     # Evaluation during the run (`azr eval`'s benchmarks, greedy, with the run's rollout engine): every
@@ -164,6 +169,14 @@ class SelfPlayConfig:
             raise ValueError(
                 f"pipeline={self.pipeline} needs rollout_replicas >= 1: the engine in this process shares the "
                 "weights the update changes"
+            )
+        if self.weight_transport not in ("object-store", "broadcast"):
+            raise ValueError(f"weight_transport must be 'object-store' or 'broadcast', got {self.weight_transport!r}")
+        if self.weight_transport == "broadcast" and not (self.rollout_replicas and self.trainer_workers):
+            raise ValueError(
+                "weight_transport=broadcast sends from the trainer workers' ranks to the rollout replicas: it needs "
+                f"trainer_workers >= 1 and rollout_replicas >= 1 (got {self.trainer_workers} and "
+                f"{self.rollout_replicas}); without them the weights never leave this process's reach"
             )
         if self.max_staleness < 1:
             raise ValueError(f"max_staleness must be at least 1 (0 is pipeline=sync), got {self.max_staleness}")

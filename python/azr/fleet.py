@@ -24,10 +24,20 @@ dropped): the call does not wait for the straggler. A replica that dies mid-phas
 of memory) is restarted by Ray; its chunk goes back to the queue for any replica, the restarted one
 is given the current weights before it gets work again, and every prompt is answered exactly once.
 
-Weights travel through Ray's object store: one copy put by the driver, read by every replica (the
-broadcast transport of `azr.weight_transport`, from the trainer ranks straight to the replicas, is
-the path for large models and is not wired here yet). Every set of weights is a policy version; a
-replica reports the version it sampled each chunk from, and each completion carries it
+Weights travel through Ray's object store by default: one copy put by the driver, read by every
+replica. With `weight_transport=broadcast` they go from the trainer ranks straight to the replicas
+(`azr.weight_transport`, over gloo): `TrainerGroup.publish(model, fleet, version)` has every rank send
+its own shards once to the driver and every live replica together. A replica receives on a thread
+of its own (`WEIGHTS_THREAD`) while its chunks generate, and loads the version before its next
+chunk. The groups are formed again when a replica's process changed (a restart), and a replica
+restarted between syncs gets the version the driver received through the object store. A replica
+that restarted unnoticed (between two chunks) answers with no version — its fresh load is none —
+so that chunk goes back to the queue and the replica gets the weights first. A replica that dies
+during a broadcast fails it: the trainer ranks' sends fail, and the run stops with the trainer
+group's error and its last checkpoint (the object store has no such window).
+
+Every set of weights is a policy version; a replica reports the version it sampled each chunk from,
+and each completion carries it
 (`Completion.version`), so the trainer knows how old every sample is. `publish` makes a version the
 latest without waiting: a replica loads it before its next chunk (an actor runs its calls in
 order), so new weights reach the replicas mid-phase (`pipeline=async`). With `vllm_check_sync` on,
@@ -40,7 +50,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +72,7 @@ from azr.rollout import (
 )
 from azr.sync_check import Probe, StaleWeightsError, sequence_logprobs
 from azr.verify import Check
+from azr.weight_transport import TIMEOUT, BroadcastReceiver, IncompleteVersionError, Version
 
 # How many times Ray restarts a replica that died before the fleet gives up on it.
 REPLICA_RESTARTS = 3
@@ -84,6 +97,9 @@ BACKUP_SPEEDUP = 2.0
 LATE_POLL_S = 0.05
 # Weight of a new chunk's duration in a replica's usual chunk duration.
 DURATION_SMOOTHING = 0.2
+# The replicas' concurrency group for taking weights by broadcast: a thread beside the one that
+# generates, so a broadcast does not wait for the chunks a replica holds (nor they for it).
+WEIGHTS_THREAD = "weights"
 
 
 class FleetError(RuntimeError):
@@ -102,15 +118,23 @@ class RolloutReplica:
         policy = load_policy(config.model, seed=config.seed)
         self.engine = HFEngine(policy.model, policy.tokenizer, config.generation_batch_size)
         self.executor: Any = None
-        # The policy version of its weights. Its fresh load is the run's initial weights, version 0 (a
-        # resumed run's driver gives every replica its own as version 0 before any work).
-        self.version = 0
+        # The policy version of its weights; None until the driver gives it one. Its fresh load is no
+        # version: a resumed run samples from its own weights, and a replica restarted unnoticed
+        # between two chunks must not pass its fresh load off as the version it was given.
+        self.version: int | None = None
         self.refusal: str | None = None  # why its weights failed the stale-sync check, if they did
+        self.process = uuid.uuid4().hex  # this process: a restarted replica is a new one
+        self.receiver: BroadcastReceiver | None = None
+        self.epoch = -1  # the receiver's groups'
+        # A version received by broadcast (on the weights thread), loaded before the next chunk.
+        self.staged: Version | None = None
+        self.staging = threading.Lock()
 
     def generate(
         self, seed: int, prompts: list[str], params: SamplingParams, guides: list[str] | None
     ) -> tuple[int, list[Completion]]:
         """The policy version sampled from, and the completions."""
+        self._adopt_staged()
         if self.refusal is not None:
             raise StaleWeightsError(self.refusal)
         torch.manual_seed(seed)
@@ -141,11 +165,54 @@ class RolloutReplica:
 
     def load_weights(self, weights: Weights, version: int) -> int:
         """Load `version`, and check it against the trainer's probe when one came with it."""
+        with self.staging:
+            self.staged = None
         self.engine.load_weights(weights.tensors.items())
         self.version, self.refusal = version, None
-        if weights.probe is not None:
+        return self.check_weights(version, weights.probe)
+
+    def identity(self) -> str:
+        """This replica's process, which the weight groups were formed with (or not)."""
+        return self.process
+
+    def join_weights(self, host: str, port: int, member: int, members: int, ranks: int, epoch: int) -> None:
+        """Join the broadcast groups of `epoch` (on the driver's store at host:port) as receiver
+        `member` of `members`; the driver is receiver 0. On the weights thread."""
+        import torch.distributed as dist
+
+        store = dist.TCPStore(host, port, None, False, TIMEOUT, False)
+        self.receiver = BroadcastReceiver(store, member, ranks, members, backend="gloo", epoch=epoch)
+        self.epoch = epoch
+
+    def receive_weights(self, version: int, epoch: int) -> int:
+        """Policy version `version`, broadcast by the trainer ranks to the groups of `epoch`, on the
+        weights thread while chunks generate: staged only when every part of it arrived
+        (`IncompleteVersionError` otherwise), and loaded before the next chunk."""
+        if self.receiver is None or self.epoch != epoch:
+            raise FleetError(f"rollout replica {self.index} is not in the weight groups of epoch {epoch}")
+        received = self.receiver.receive()
+        received.check()
+        if received.manifest.version != version:
+            raise IncompleteVersionError(
+                f"rollout replica {self.index} was sent version {received.manifest.version}, not {version}"
+            )
+        with self.staging:
+            self.staged = received
+        return version
+
+    def _adopt_staged(self) -> None:
+        with self.staging:
+            staged, self.staged = self.staged, None
+        if staged is not None:
+            self.version, self.refusal = staged.apply(self.engine), None
+
+    def check_weights(self, version: int, probe: Probe | None) -> int:
+        """Compare the weights' log-probs of the probe's sequence with the trainer's (when a probe
+        is given): on a mismatch this replica refuses to generate until its next weights."""
+        self._adopt_staged()
+        if probe is not None:
             try:
-                weights.probe.check(sequence_logprobs(self.engine.model, weights.probe.token_ids))
+                probe.check(sequence_logprobs(self.engine.model, probe.token_ids))
             except StaleWeightsError as error:
                 self.refusal = f"rollout replica {self.index}, policy version {version}: {error}"
                 raise StaleWeightsError(self.refusal) from None
@@ -168,6 +235,25 @@ class Weights:
 
     tensors: dict[str, torch.Tensor]
     probe: Probe | None = None
+
+
+@dataclass
+class _Latest:
+    """The latest policy version and where a replica that lacks it gets it: the object store (put
+    by `publish`; on first need when the version came by broadcast, from the bytes the driver
+    received — a replica restarted between syncs is not in the broadcast groups)."""
+
+    version: int
+    reference: Any = None
+    received: Version | None = None
+    probe: Probe | None = None
+
+    def weights(self, ray: Any) -> Any:
+        if self.reference is None:
+            assert self.received is not None
+            self.reference = ray.put(Weights(dict(self.received.tensors()), self.probe))
+            self.received = None
+        return self.reference
 
 
 @dataclass(frozen=True)
@@ -212,7 +298,7 @@ class _Replica:
     outstanding: int = 0  # estimated tokens of the chunks it holds
     chunks: int = 0
     version: int | None = None  # the weights last sent to it; None: none, or it restarted since
-    restarted: bool = False  # died since its last chunk was sent (a death is counted once)
+    restarted: bool = False  # died since it last answered (the failures of one death count once)
     alive: bool = True
     rate: float = 0.0  # tokens generated a second over its recent chunks; 0: not measured
     measured: float = -RATE_MEMORY_S  # time.perf_counter() of the last measurement
@@ -257,9 +343,9 @@ class RolloutFleet:
         self.replicas = [_Replica(actor) for actor in actors]
         # Each chunk is sampled with its own seed, drawn from (seed, chunks so far).
         self.seed, self.draws = seed, 0
-        # The latest weights: (policy version, object-store reference). Replaced whole, so a
-        # `publish` from another thread (the updater) is seen whole by the dispatcher.
-        self.latest: tuple[int, Any] | None = None
+        # The latest weights. Replaced whole, so a `publish` from another thread (the updater) is
+        # seen whole by the dispatcher.
+        self.latest: _Latest | None = None
         # Copies still running whose twin answered first: their replicas are busy until they end.
         self.abandoned: dict[Any, _Chunk] = {}
 
@@ -273,7 +359,9 @@ class RolloutFleet:
         ray, group, gpus = reserve(config, count, f"rollout_replicas={count}")
         threads = max(1, (os.cpu_count() or 1) // count)
         arguments = [(index, config, threads) for index in range(count)]
-        actors = start_actors(ray, replica, group, arguments, gpus=gpus, restarts=REPLICA_RESTARTS)
+        actors = start_actors(
+            ray, replica, group, arguments, gpus=gpus, restarts=REPLICA_RESTARTS, threads={WEIGHTS_THREAD: 1}
+        )
         return cls(ray, actors, group, config.generation_batch_size, config.seed, probe_ids)
 
     # --- RolloutEngine --------------------------------------------------------------------------
@@ -363,20 +451,20 @@ class RolloutFleet:
         its next chunk. Returns at once (a chunk already running ends on the weights it began with);
         safe to call while another thread generates."""
         tensors = {name: tensor.detach().cpu() for name, tensor in weights}
-        self.latest = (version, self.ray.put(Weights(tensors, probe)))
+        self.latest = _Latest(version, self.ray.put(Weights(tensors, probe)))
 
     @property
     def version(self) -> int | None:
         """The latest policy version (None before any weights were given)."""
-        return None if self.latest is None else self.latest[0]
+        return None if self.latest is None else self.latest.version
 
     def _next_version(self) -> int:
-        return 0 if self.latest is None else self.latest[0] + 1
+        return 0 if self.latest is None else self.latest.version + 1
 
     def _push(self) -> None:
         """Load the latest version into every live replica now, and wait."""
         assert self.latest is not None
-        version, reference = self.latest
+        version, reference = self.latest.version, self.latest.weights(self.ray)
         loading = {}
         for index, replica in enumerate(self.replicas):
             if replica.alive:
@@ -385,8 +473,61 @@ class RolloutFleet:
             try:
                 self.ray.get(pending)
                 self.replicas[index].version = version
-            except self.ray.exceptions.RayActorError:
-                self._died(index)
+            except self.ray.exceptions.RayActorError as error:
+                self._failed(index, error)
+
+    # --- broadcast from the trainer ranks (`TrainerGroup.publish`) -------------------------------
+
+    def members(self) -> tuple[tuple[int, str], ...]:
+        """The live replicas that take weights straight from the trainer ranks, each with its
+        process: when these differ from the ones the groups were formed with, they are formed
+        again. Asked of the replicas (a replica restarted since its last chunk is noticed here)."""
+        while True:
+            asked = {i: self._beside(r.actor.identity).remote() for i, r in enumerate(self.replicas) if r.alive}
+            if not asked:
+                raise FleetError(f"every rollout replica is gone ({self._describe()})")
+            found = []
+            for index, pending in asked.items():
+                try:
+                    found.append((index, self.ray.get(pending)))
+                except self.ray.exceptions.RayActorError as error:
+                    self._failed(index, error)
+            if len(found) == len(asked):
+                return tuple(found)
+
+    def join_weights(self, members: Sequence[tuple[int, str]], host: str, port: int, ranks: int, epoch: int) -> Any:
+        """Every member replica joins the broadcast groups of `epoch` as receiver 1, 2, ... (the
+        driver is 0); returns what to `joined` once the driver and the ranks have joined too."""
+        return [
+            self._beside(self.replicas[index].actor.join_weights).remote(
+                host, port, member, len(members) + 1, ranks, epoch
+            )
+            for member, (index, _) in enumerate(members, start=1)
+        ]
+
+    def joined(self, joining: Any) -> None:
+        self.ray.get(joining)
+
+    def receive_weights(self, members: Sequence[tuple[int, str]], version: int, epoch: int) -> dict[Any, int]:
+        """Every member starts receiving `version` (on its weights thread, while its chunks
+        generate); returns what to give `received`."""
+        return {self._beside(self.replicas[i].actor.receive_weights).remote(version, epoch): i for i, _ in members}
+
+    def received(self, receiving: dict[Any, int], version: Version, model: torch.nn.Module) -> None:
+        """Wait until every member has `version` (which the driver received into `model`) staged,
+        and make it the latest: each loads it before its next chunk and then, when the check is
+        on, compares it with the driver's probe (a mismatch makes that chunk, and the run, fail)."""
+        probe = None if self.probe_ids is None else Probe.of(model, self.probe_ids)
+        number = version.manifest.version
+        for pending, index in receiving.items():
+            try:
+                self.ray.get(pending)
+                self.replicas[index].version = number
+                if probe is not None:
+                    self.replicas[index].actor.check_weights.remote(number, probe)
+            except self.ray.exceptions.RayActorError as error:  # it gets the version from the store when back
+                self._failed(index, error)
+        self.latest = _Latest(number, received=version, probe=probe)
 
     def state_dict(self) -> dict[str, int]:
         return {"fleet_chunks": self.draws}
@@ -461,12 +602,17 @@ class RolloutFleet:
             replica = self.replicas[chunk.replica]
             replica.outstanding -= chunk.cost
             replica.chunks -= 1
+            failure: Exception | None = None
             try:
                 version, answers = self.ray.get(ready[0])
-            except self.ray.exceptions.RayActorError:
+            except self.ray.exceptions.RayActorError as error:
+                failure, version, answers = error, None, None
+            if answers is None or (version is None and self.latest is not None):
+                # It died, or it restarted since it was given weights (its chunk sampled its fresh load).
                 twin_running = any(c.key == chunk.key for c in running.values())
-                self._lost(chunk, queue if chunk.key not in answered and not twin_running else None)
+                self._lost(chunk, queue if chunk.key not in answered and not twin_running else None, failure)
                 continue
+            replica.restarted = False
             if chunk.key in answered:  # its twin answered first
                 self._measured(replica, chunk, answers)
                 continue
@@ -558,12 +704,11 @@ class RolloutFleet:
         """`chunk` to replica `index`, preceded by the latest weights if it lacks them."""
         replica = self.replicas[index]
         latest = self.latest
-        if latest is not None and replica.version != latest[0]:
+        if latest is not None and replica.version != latest.version:
             # Not awaited: the actor runs it before the chunk. If it dies meanwhile, the chunk
             # fails too and comes back through `_lost`.
-            replica.actor.load_weights.remote(latest[1], latest[0])
-            replica.version = latest[0]
-        replica.restarted = False
+            replica.actor.load_weights.remote(latest.weights(self.ray), latest.version)
+            replica.version = latest.version
         chunk.replica, chunk.sent = index, time.perf_counter()
         replica.outstanding += chunk.cost
         replica.chunks += 1
@@ -592,24 +737,33 @@ class RolloutFleet:
             replica.chunks -= 1
             try:
                 self._measured(replica, chunk, self.ray.get(ref)[1])
-            except self.ray.exceptions.RayActorError:
-                self._lost(chunk, None)
+            except self.ray.exceptions.RayActorError as error:
+                self._lost(chunk, None, error)
 
-    def _lost(self, chunk: _Chunk, requeue_to: deque[_Chunk] | None) -> None:
-        """A replica died holding `chunk`: the chunk goes back to the front of `requeue_to`, or
-        nowhere (None) when it was answered or another copy of it still runs."""
-        replica = self.replicas[chunk.replica]
-        if not replica.restarted:  # its other chunk fails too; one death, counted once
-            self._died(chunk.replica)
+    def _lost(self, chunk: _Chunk, requeue_to: deque[_Chunk] | None, error: Exception | None) -> None:
+        """A replica failed holding `chunk` (`error`; None: it answered from its fresh load, having
+        restarted unnoticed): the chunk goes back to the front of `requeue_to`, or nowhere (None)
+        when it was answered or another copy of it still runs."""
+        self._failed(chunk.replica, error)
         if requeue_to is not None:
             chunk.replica, chunk.backup = -1, False
             requeue_to.appendleft(chunk)
 
-    def _died(self, index: int) -> None:
+    def _failed(self, index: int, error: Exception | None) -> None:
+        """Replica `index` died (`error`) or restarted: Ray restarts it, unless it is gone for good
+        (ActorDiedError: out of restarts). A death counts once, however many of its calls fail
+        (while it restarts, calls fail as unavailable); a restarted actor holds its fresh load."""
         replica = self.replicas[index]
-        replica.version, replica.restarted = None, True  # a restarted actor holds its fresh load
-        replica.stats.restarts += 1
-        replica.alive = replica.stats.restarts <= REPLICA_RESTARTS
+        gone = isinstance(error, self.ray.exceptions.ActorDiedError)
+        if not replica.restarted or gone:
+            replica.stats.restarts += 1
+        replica.version, replica.restarted = None, True
+        replica.alive = not gone and replica.stats.restarts <= REPLICA_RESTARTS
+
+    @staticmethod
+    def _beside(method: Any) -> Any:
+        """`method` of a replica, called on its weights thread."""
+        return method.options(concurrency_group=WEIGHTS_THREAD)
 
     def _describe(self) -> str:
         return ", ".join(f"replica {i}: {r.stats.restarts} restarts" for i, r in enumerate(self.replicas))

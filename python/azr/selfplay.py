@@ -320,17 +320,37 @@ class SelfPlay:
             )
         with timer(times.seconds, "train", self.timeline):
             stats = self.trainer.step(batch.samples)
-            self.trainer.publish(self.policy.model)
+            if not self._broadcast:  # else the weights leave the ranks at the sync, for everyone at once
+                self.trainer.publish(self.policy.model)
         return Update(stats, list(zip(batch.roles, lags, strict=True)), times)
+
+    @property
+    def _broadcast(self) -> bool:
+        return self.config.weight_transport == "broadcast"
 
     def _train_and_publish(self, batch: Batch) -> Update:
         """Async: train `batch` in the updater thread, then make the weights the fleet's next
-        version, which each replica loads before its next chunk (the engine does not wait)."""
+        version, which each replica loads before its next chunk (the engine does not wait; by
+        broadcast, this thread waits until every replica has received them)."""
         update = self._train(batch, PhaseTimes())
         with timer(update.times.seconds, "sync", self.timeline):
-            self.engine.publish_model(self.policy.model, self.version + 1)  # type: ignore[attr-defined]
-        self.version += 1
+            self._send_weights(wait=False)
         return update
+
+    def _send_weights(self, *, wait: bool) -> None:
+        """The update's weights become the engine's next policy version: by broadcast, from the
+        trainer ranks to the driver's model and every replica at once; else from the driver's model,
+        waiting until the engine has them (`wait`) or not (the fleet's replicas load them before
+        their next chunks)."""
+        version = self.version + 1
+        if self._broadcast:
+            assert isinstance(self.trainer, TrainerGroup)
+            self.trainer.publish(self.policy.model, self.engine, version)  # type: ignore[arg-type]
+        elif wait:
+            self.engine.sync_weights(self.policy.model)
+        else:
+            self.engine.publish_model(self.policy.model, version)  # type: ignore[attr-defined]
+        self.version = version
 
     def _make_room(self, times: PhaseTimes) -> None:
         """Async: wait until at most `max_staleness` updates are queued or running. This step's
@@ -365,8 +385,7 @@ class SelfPlay:
     def _sync(self, times: PhaseTimes) -> None:
         """The engine samples from the driver's model's weights, a new policy version."""
         with timer(times.seconds, "sync", self.timeline):
-            self.engine.sync_weights(self.policy.model)
-        self.version += 1
+            self._send_weights(wait=True)
 
     def evaluate(self) -> dict[str, float]:
         """The current policy on the run's evaluation benchmarks, greedy: `eval/<benchmark>` scores

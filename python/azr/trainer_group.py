@@ -4,6 +4,7 @@ gloo on CPU), the model sharded with FSDP2.
     group = TrainerGroup.start(config, checkpoint=None, last_checkpoint=lambda: "none yet")
     stats = group.step(samples)     # the same update as Trainer.step(samples) in one process
     group.publish(driver_model)     # the new weights, for the driver's rollout engine
+    group.publish(driver_model, fleet, version)   # ... and straight to the rollout replicas
     group.save(path); group.load(path)
 
 A step's sequences are split across ranks balanced by token count; every rank normalises its loss by
@@ -23,7 +24,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +33,9 @@ from azr.config import SelfPlayConfig
 from azr.timeline import Span
 from azr.trainer import Sample, Totals, TrainConfig, micro_batches
 from azr.weight_transport import BroadcastReceiver, BroadcastSender
+
+if TYPE_CHECKING:
+    from azr.fleet import RolloutFleet
 
 # How long a rank waits in a collective for the others before giving up (a dead rank's peers).
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
@@ -121,13 +125,15 @@ class TrainerWorker:
     def load(self, path: str) -> None:
         self.trainer.load(path)
 
-    def connect_weights(self, host: str, port: int) -> None:
-        """Join the weight transport's group with the driver (whose store is at host:port)."""
+    def connect_weights(self, host: str, port: int, receivers: int, epoch: int) -> None:
+        """Join the weight transport's groups of `epoch` as this rank's root, with `receivers`
+        receivers (the driver, and rollout replicas when they take weights straight from here);
+        the driver's store is at host:port."""
         import torch.distributed as dist
 
         store = dist.TCPStore(host, port, None, False, COLLECTIVE_TIMEOUT, False)
         # Gloo: the driver's engine may share a GPU with rank 0, which NCCL refuses.
-        self.sender = BroadcastSender(store, self.rank, self.world, replicas=1, backend="gloo")
+        self.sender = BroadcastSender(store, self.rank, self.world, receivers, backend="gloo", epoch=epoch)
 
     def send_weights(self, version: int) -> None:
         """This rank's shard of every bucket, to the driver."""
@@ -150,7 +156,12 @@ class TrainerGroup:
         self.train = train
         self.last_checkpoint = hint
         self.stopped = False
+        # The weight groups: the driver's store, the driver's receiver, the epoch of the groups and
+        # the replicas they were formed with (none: the driver alone).
+        self.store: Any = None
         self.receiver: BroadcastReceiver | None = None
+        self.epoch = 0
+        self.members: tuple[tuple[int, str], ...] | None = None
         self.version = 0
 
     @classmethod
@@ -187,23 +198,39 @@ class TrainerGroup:
         combined["trainer_workers"] = float(len(self.workers))
         return combined
 
-    def publish(self, model: torch.nn.Module) -> None:
-        """Copy the group's current weights into the driver's model (which the rollout engine reads): every
-        rank sends its own shards (`azr.weight_transport`, broadcast over gloo), none gathers the model."""
-        ranks = len(self.workers)
-        if self.receiver is None:
-            import torch.distributed as dist
-
-            store = dist.TCPStore("0.0.0.0", 0, None, True, COLLECTIVE_TIMEOUT, False)
-            address = self.ray.util.get_node_ip_address()
-            joining = self._submit("connect_weights", [(address, store.port)] * ranks)
-            self.receiver = BroadcastReceiver(store, 0, ranks, replicas=1, backend="gloo")
-            self._wait("connect_weights", joining)
-        self.version += 1
-        sending = self._submit("send_weights", [(self.version,)] * ranks)
+    def publish(self, model: torch.nn.Module, fleet: RolloutFleet | None = None, version: int | None = None) -> None:
+        """Copy the group's current weights into the driver's `model` and, with a `fleet`, into
+        every live rollout replica at the same time, as policy version `version`: every rank sends
+        its own shards once, over gloo groups spanning it, the driver and the replicas
+        (`azr.weight_transport`); none gathers the model."""
+        members = () if fleet is None else fleet.members()
+        if self.receiver is None or members != self.members:
+            self._connect(members, fleet)
+        self.version = self.version + 1 if version is None else version
+        receiving = {} if fleet is None else fleet.receive_weights(members, self.version, self.epoch)
+        sending = self._submit("send_weights", [(self.version,)] * len(self.workers))
         received = self.receiver.receive()
         self._wait("send_weights", sending)
         received.load_into(model)
+        if fleet is not None:
+            fleet.received(receiving, received, model)
+
+    def _connect(self, members: tuple[tuple[int, str], ...], fleet: RolloutFleet | None) -> None:
+        """Form the weight groups of a new epoch: every rank, the driver, and the member replicas."""
+        import torch.distributed as dist
+
+        if self.store is None:
+            self.store = dist.TCPStore("0.0.0.0", 0, None, True, COLLECTIVE_TIMEOUT, False)
+        self.epoch += 1
+        ranks, receivers = len(self.workers), 1 + len(members)
+        address = self.ray.util.get_node_ip_address()
+        joining = None if fleet is None else fleet.join_weights(members, address, self.store.port, ranks, self.epoch)
+        connecting = self._submit("connect_weights", [(address, self.store.port, receivers, self.epoch)] * ranks)
+        self.receiver = BroadcastReceiver(self.store, 0, ranks, receivers, backend="gloo", epoch=self.epoch)
+        self._wait("connect_weights", connecting)
+        if fleet is not None:
+            fleet.joined(joining)
+        self.members = members
 
     def spans(self) -> list[Span]:
         """Every rank's update spans since the last call."""

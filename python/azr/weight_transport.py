@@ -10,7 +10,9 @@ Three transports, one contract:
 - `colocated`: the engine shares the trainer's process and reads its tensors in memory
   (`engine.sync_weights(model)`, the single-machine path);
 - `broadcast`: a torch.distributed group per trainer rank spanning that rank and every replica (gloo on
-  CPU, NCCL on GPU), made from a `Store` and kept apart from the trainers' own process group;
+  CPU, NCCL on GPU), made from a `Store` and kept apart from the trainers' own process group; groups
+  of a new `epoch` (on the same store) replace the old ones when the members change (a restarted
+  replica is a new process that must join);
 - `disk`: safetensors files under a directory every node can read, for clusters without a shared fabric.
 
 Weights travel as a *version*: a `Manifest` (each tensor's name, shape and dtype, grouped into buckets of
@@ -258,11 +260,12 @@ class BroadcastSender:
         replicas: int,
         bucket_bytes: int = BUCKET_BYTES,
         backend: str = "auto",
+        epoch: int = 0,
     ):
         if not 0 <= rank < ranks:
             raise ValueError(f"trainer rank {rank} is not in 0..{ranks - 1}")
         self.rank, self.ranks, self.bucket_bytes = rank, ranks, bucket_bytes
-        self.group = _Group(store, f"trainer-{rank}", 0, replicas + 1, backend)
+        self.group = _Group(store, f"{epoch}/trainer-{rank}", 0, replicas + 1, backend)
 
     def messages(self, state: dict[str, torch.Tensor], manifest: Manifest) -> Iterator[tuple[int, torch.Tensor]]:
         """(bucket, payload) for every bucket of this rank's part, then the end marker."""
@@ -288,10 +291,14 @@ class BroadcastSender:
 class BroadcastReceiver:
     """A replica's side of `broadcast`: member `replica + 1` of every trainer rank's group."""
 
-    def __init__(self, store: dist.Store, replica: int, ranks: int, replicas: int, backend: str = "auto"):
+    def __init__(
+        self, store: dist.Store, replica: int, ranks: int, replicas: int, backend: str = "auto", epoch: int = 0
+    ):
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is not in 0..{replicas - 1}")
-        self.groups = [_Group(store, f"trainer-{rank}", replica + 1, replicas + 1, backend) for rank in range(ranks)]
+        self.groups = [
+            _Group(store, f"{epoch}/trainer-{rank}", replica + 1, replicas + 1, backend) for rank in range(ranks)
+        ]
 
     def receive(self) -> Version:
         """The next version, as it arrived: the manifest from trainer rank 0, then each rank's parts until
