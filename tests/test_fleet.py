@@ -116,6 +116,22 @@ def test_new_weights_reach_every_replica_a_restarted_one_too(fleet: RolloutFleet
     assert [c.token_ids for c in fleet.generate(PROMPTS, GREEDY)] == expected
 
 
+def test_a_replica_restarted_between_calls_gets_the_weights_before_it_samples(fleet: RolloutFleet) -> None:
+    """A replica killed and back before the fleet sends it anything is noticed by its answer (its
+    fresh load is no policy version): that chunk goes back to the queue, the replica gets the
+    current weights first, and every completion comes from them."""
+    updated = tiny_qwen2(seed=77).model
+    fleet.sync_weights(updated)
+    expected = reference(updated, PROMPTS)
+    kill_and_wait_for_restart(fleet.replicas[0].actor)
+    fleet.take_stats()
+    completions = fleet.generate(PROMPTS, GREEDY)
+    assert [c.token_ids for c in completions] == expected
+    assert {c.version for c in completions} == {0}
+    stats = fleet.take_stats()
+    assert stats[0].restarts == 1 and stats[0].requests > 0, stats
+
+
 def test_a_replica_refuses_weights_that_fail_the_stale_sync_check() -> None:
     """With the check on, every version carries the trainer's log-probs of a fixed sequence; a
     replica whose weights give others (a stale or partial sync) refuses to generate, naming itself."""

@@ -54,14 +54,20 @@ def _check_program(source, reuse, evaluation):
     checked = _CHECKED.get(key)
     if checked is None:
         code = compile_checked(source, "exec", "program")
-        try:
-            shared_risk = fast_check(code, reuse)
-        except Unsettled:
-            shared_risk = check(parse(source, "exec", "program"))
+        shared_risk = _shared_risk(code, source, reuse)
         if len(_CHECKED) >= _CHECKED_LIMIT:
             _CHECKED.clear()
         checked = _CHECKED[key] = (code, shared_risk)
     return checked
+
+
+def _shared_risk(code, source, reuse):
+    """Whether running `code` (compiled from `source`) may change state later jobs in this instance
+    see: the fast bytecode check, or the AST check when that cannot tell."""
+    try:
+        return fast_check(code, reuse)
+    except Unsettled:
+        return check(parse(source, "exec", "program"))
 
 
 def _source(job):
@@ -84,8 +90,10 @@ def _prepare(job):
     a benchmark's own (CRUXEval's use lambdas, calls, even the program's globals): it is then the
     compiled call `f(<input>)`, evaluated in the program's namespace as the benchmark's harness does."""
     if job.code is not None:
-        # Compiled and checked by `compile_job` in a fresh instance; what it may share is unknown here.
-        program, shared_risk = marshal.loads(job.code), True
+        # Compiled and checked by `compile_job` in an instance where no program runs; what it may
+        # share with later jobs is worked out here when there are any (batch mode).
+        program = marshal.loads(job.code)
+        shared_risk = _shared_risk(program, _source(job), True) if job.reuse else True
     else:
         program, shared_risk = _check_program(_source(job), job.reuse, job.evaluation)
     try:
