@@ -141,12 +141,11 @@ def test_the_memo_stays_within_its_budget() -> None:
     assert executor.memo_stats()["hits"] == 1 and last.output == repr("x" * 60_039)
 
 
-@pytest.mark.parametrize("mode", ["strict", "batch"])
-def test_a_program_that_poisons_its_cached_code_does_not_change_later_runs(mode: str) -> None:
-    """Both modes keep a program's compiled code per worker (compiled once, in an instance where no
-    program runs) and later runs load it. A program whose runs mutate its globals, defaults and
-    function objects still gives every later run — another input, another determinism run, the
-    next job of a batch group — what a fresh process gives."""
+def test_a_program_that_poisons_its_cached_code_does_not_change_later_runs() -> None:
+    """Strict mode keeps a program's compiled code per worker (compiled once, in a fresh instance,
+    before it ran) and later runs load it. A program whose runs mutate its globals, defaults and
+    function objects still gives every later run — another input, another determinism run — what a
+    fresh process gives."""
     program = "\n".join(
         [
             "count = [0]",
@@ -161,7 +160,7 @@ def test_a_program_that_poisons_its_cached_code_does_not_change_later_runs(mode:
         ]
     )
     jobs = [Job(program, str(n), runs=2) for n in range(4)] + [Job(program, "1", expected="(1, 1, 100, 1)")]
-    warm = Executor(workers=1, timeout_s=1.0, memo_mb=0, mode=mode)
+    warm = Executor(workers=1, timeout_s=1.0, memo_mb=0)
     warm.run([Job(program, "0")])  # its code is now in the worker's cache
     outcomes = warm.run(jobs)
     assert [o.output for o in outcomes[:4]] == [f"(1, 1, 100, {n})" for n in range(4)]

@@ -274,9 +274,8 @@ def median_measurement(runs: Sequence[Measurement]) -> Measurement:
 
 
 class FreshExecutors:
-    """A new executor for each measurement, made before its clock starts: strict mode's caches
-    (compiled code per worker, the memo) then start empty, as they are for programs a run has not
-    seen before."""
+    """A new executor for each measurement, made before its clock starts: its caches (compiled code
+    per worker, the memo) then start empty, as they are for programs a run has not seen before."""
 
     def __init__(self, **settings) -> None:
         self.settings = settings
@@ -291,7 +290,7 @@ def compare(
     workload: str,
     programs: list[Program],
     strict: FreshExecutors,
-    batch: Executor,
+    batch: FreshExecutors,
     pool,
     workers: int,
     reps: int,
@@ -300,7 +299,7 @@ def compare(
     """Every method on the same programs, interleaved `reps` times; the median run of each."""
     methods: list[tuple[str, Callable[[], Measurement]]] = [
         ("azr strict", lambda: measure_executor("azr strict", strict.take(), programs)),
-        ("azr batch", lambda: measure_executor("azr batch", batch, programs)),
+        ("azr batch", lambda: measure_executor("azr batch", batch.take(), programs)),
         ("native", lambda: measure_native(programs)),
         ("pool", lambda: measure_pool(pool, workers, programs)),
         ("subprocess", lambda: measure_subprocess(workers, programs[:subprocess_programs])),
@@ -308,7 +307,9 @@ def compare(
     return interleave(workload, methods, reps)
 
 
-def compare_traffic(checks: list[Program], strict: FreshExecutors, batch: Executor, pool, workers: int, reps: int):
+def compare_traffic(
+    checks: list[Program], strict: FreshExecutors, batch: FreshExecutors, pool, workers: int, reps: int
+):
     """AZR's traffic (`traffic_tasks`) through every method; strict mode with and without the memo,
     each repetition on a new executor."""
     tasks = traffic_tasks(checks)
@@ -316,7 +317,7 @@ def compare_traffic(checks: list[Program], strict: FreshExecutors, batch: Execut
     methods: list[tuple[str, Callable[[], Measurement]]] = [
         ("azr strict", lambda: measure_traffic("azr strict", strict.take(), checks)),
         ("azr strict, memo", lambda: measure_traffic("azr strict, memo", memo.take(), checks)),
-        ("azr batch", lambda: measure_traffic("azr batch", batch, checks)),
+        ("azr batch", lambda: measure_traffic("azr batch", batch.take(), checks)),
         ("native", lambda: measure_native(tasks)),
         ("pool", lambda: measure_pool(pool, workers, tasks)),
     ]
@@ -378,18 +379,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     programs, workload = load_workload(args.data, args.programs)
     # Without the memo, which would answer every repetition after the first from the first; a new
-    # executor per repetition, whose workers have compiled none of the programs yet.
+    # executor per repetition, whose workers have compiled none of the programs yet (the ones that
+    # pick the runnable programs and their answers are apart).
     strict = FreshExecutors(workers=args.workers, mode="strict", timeout_s=10.0, memo_mb=0)
-    batch = Executor(workers=args.workers, mode="batch", timeout_s=10.0)
-    programs = runnable(batch, programs)
+    batch = FreshExecutors(workers=args.workers, mode="batch", timeout_s=10.0)
+    picker = Executor(workers=args.workers, mode="batch", timeout_s=10.0)
+    programs = runnable(picker, programs)
     workloads = []
     if args.workload in ("all", "seeds"):
         workloads.append((workload, programs))
     if args.workload in ("all", "induction"):
-        induction = runnable(batch, load_induction_workload(args.data, args.programs))
+        induction = runnable(picker, load_induction_workload(args.data, args.programs))
         if induction:
             workloads.append(("AZR induction seeds: each program with all its inputs, in order", induction))
-    checks = solver_checks(batch, programs) if args.workload in ("all", "checks", "traffic") else []
+    checks = solver_checks(picker, programs) if args.workload in ("all", "checks", "traffic") else []
     if args.workload in ("all", "checks"):
         workloads.append(("solver checks: each program judged against its own output", checks))
     rates: dict[str, dict[str, float]] = {}
@@ -415,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.skip_compile:
         extras["first_use_compile_s"] = round(first_use_compile_seconds(), 2)
     if args.soak:
-        extras["soak_batch"] = soak(batch, programs, args.soak)
+        extras["soak_batch"] = soak(batch.take(), programs, args.soak)
     extras["rates"] = rates
     print(json.dumps(extras))
 

@@ -1,4 +1,4 @@
-//! Compiled programs, per worker: compiled apart, kept by content (both modes).
+//! Strict mode's compiled programs, per worker: compiled apart, kept by content.
 //!
 //! A program is compiled and checked (the guest's `compile`) in an instance of its own that the
 //! worker keeps for compiling and where no program ever runs, and the marshalled code is kept here
@@ -14,10 +14,6 @@
 //! run 0 compiled in its own instance and run 1 loaded the code, the blocks compiling left on the
 //! allocator's free lists could give run 1 the address run 0 had — in one of 14 guest builds tried,
 //! `repr(A())` passed two runs as deterministic.
-//!
-//! Batch mode loads the kept code too, in its group's shared instance: each determinism pass of a
-//! group then loads what was compiled once. Whether a program may change what the group's later
-//! jobs see is worked out by the guest on the loaded code, with the check compiling would make.
 
 use crate::job::{Job, Limits};
 use crate::runtime::Runtime;

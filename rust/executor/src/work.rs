@@ -126,7 +126,7 @@ pub fn now_us() -> u64 {
 /// One instance per determinism run runs the whole group, each job in a fresh namespace; the
 /// instance is replaced after a trap or a job that may have changed shared state. Every expected
 /// value of the group is read first, in the fresh instance the group starts with.
-fn run_group(runtime: &'static Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
+fn run_group(runtime: &Runtime, limits: Limits, jobs: &[Job]) -> Vec<Outcome> {
     let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); jobs.len()];
     let mut seconds = vec![0.0; jobs.len()];
     let mut timings: Vec<Timings> = vec![Timings::default(); jobs.len()];
@@ -181,10 +181,7 @@ fn run_group(runtime: &'static Runtime, limits: Limits, jobs: &[Job]) -> Vec<Out
             };
             let run = match instance {
                 Ok(mut fresh_or_warm) => {
-                    let run = timed(&mut time.run_s, || {
-                        let code = compiled::code_of(runtime, limits, job);
-                        fresh_or_warm.run(job, true, code.as_deref())
-                    });
+                    let run = timed(&mut time.run_s, || fresh_or_warm.run(job, true, None));
                     if run.reusable && !job.script {
                         sandbox = Some(fresh_or_warm);
                     } else {

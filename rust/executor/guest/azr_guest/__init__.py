@@ -54,37 +54,14 @@ def _check_program(source, reuse, evaluation):
     checked = _CHECKED.get(key)
     if checked is None:
         code = compile_checked(source, "exec", "program")
-        checked = _remember(key, (code, _shared_risk(code, source, reuse)))
+        try:
+            shared_risk = fast_check(code, reuse)
+        except Unsettled:
+            shared_risk = check(parse(source, "exec", "program"))
+        if len(_CHECKED) >= _CHECKED_LIMIT:
+            _CHECKED.clear()
+        checked = _CHECKED[key] = (code, shared_risk)
     return checked
-
-
-def _loaded(job):
-    """Batch mode's kept code (see `_prepare`): what this instance already holds for the program
-    (its earlier inputs), else the code unmarshalled and its risk worked out, kept for the group's
-    next jobs."""
-    source = _source(job)
-    key = (source, True, job.evaluation)
-    checked = _CHECKED.get(key)
-    if checked is None:
-        code = marshal.loads(job.code)
-        checked = _remember(key, (code, _shared_risk(code, source, True)))
-    return checked
-
-
-def _remember(key, checked):
-    if len(_CHECKED) >= _CHECKED_LIMIT:
-        _CHECKED.clear()
-    _CHECKED[key] = checked
-    return checked
-
-
-def _shared_risk(code, source, reuse):
-    """Whether running `code` (compiled from `source`) may change state later jobs in this instance
-    see: the fast bytecode check, or the AST check when that cannot tell."""
-    try:
-        return fast_check(code, reuse)
-    except Unsettled:
-        return check(parse(source, "exec", "program"))
 
 
 def _source(job):
@@ -106,12 +83,9 @@ def _prepare(job):
     `arguments` is then `(args, kwargs)`. Under the evaluation policy an input that is not data is
     a benchmark's own (CRUXEval's use lambdas, calls, even the program's globals): it is then the
     compiled call `f(<input>)`, evaluated in the program's namespace as the benchmark's harness does."""
-    if job.code is not None and not job.reuse:
-        # Compiled and checked by `compile_job` in an instance where no program runs.
+    if job.code is not None:
+        # Compiled and checked by `compile_job` in a fresh instance; what it may share is unknown here.
         program, shared_risk = marshal.loads(job.code), True
-    elif job.code is not None:
-        # The same, in batch mode: what it may share with the group's later jobs is worked out here.
-        program, shared_risk = _loaded(job)
     else:
         program, shared_risk = _check_program(_source(job), job.reuse, job.evaluation)
     try:
