@@ -205,10 +205,12 @@ def kill_and_wait_for_restart(actor) -> str:
 
 def test_broadcast_sends_the_trainer_ranks_weights_straight_to_every_replica(tmp_path) -> None:
     """weight_transport=broadcast: after each update every replica's (and the driver's) log-probs of
-    a fixed sequence equal the trainer group's, the stale-sync check passing on each; a replica
-    killed between syncs comes back with the driver's copy of the weights, and the next sync forms
-    the groups again, with its new process."""
+    a fixed sequence equal the trainer group's, the stale-sync check passing on each; the step's
+    timeline has each replica's and each rank's spans (a span per bucket sent); a replica killed
+    between syncs comes back with the driver's copy of the weights, and the next sync forms the
+    groups again, with its new process."""
     import ray
+    from azr.timeline import read_step
     from azr.trainer import load_weights
 
     config = dataclasses.replace(CONFIG, trainer_workers=2, lr=1e-3, weight_transport="broadcast", vllm_check_sync=True)
@@ -238,8 +240,22 @@ def test_broadcast_sends_the_trainer_ranks_weights_straight_to_every_replica(tmp
                 torch.testing.assert_close(ray.get(replica.actor.logprobs.remote(ids)), trained, rtol=0, atol=1e-6)
             assert fleet.version == run.version == step and all(r.version == step for r in fleet.replicas)
             initial = trained
+            if step == 1:  # every actor's spans in the step's timeline: the sync per bucket on each rank
+                _, spans = read_step(tmp_path / "run" / "timeline.jsonl", step=1)
+                names = {(s.actor, s.name) for s in spans}
+                for replica in ("replica 0", "replica 1"):
+                    assert {(replica, "receive v1")} <= names
+                    assert {name.split()[0] for actor, name in names if actor == replica} >= {"generate", "verify"}
+                for rank in ("trainer 0", "trainer 1"):
+                    buckets = [s for s in spans if s.actor == rank and s.name.startswith("sync bucket")]
+                    assert buckets and all(s.args["version"] == 1 and s.args["bytes"] > 0 for s in buckets)
         assert metrics["rollout/replica0_restarts"] == 1 and metrics["rollout/replica0_requests"] > 0
         assert run.trainer.epoch == 2 and ray.get(fleet.replicas[0].actor.identity.remote()) == restarted
+        # A received version is loaded before the replica's next call (its span in that step or the
+        # next); replica 0, back from the dead, loaded the driver's copy of version 1 in step 2.
+        timeline = tmp_path / "run" / "timeline.jsonl"
+        steps = [{(s.actor, s.name) for s in read_step(timeline, step=n)[1]} for n in (1, 2)]
+        assert ("replica 1", "load v1") in steps[0] | steps[1] and ("replica 0", "load v1") in steps[1]
     finally:
         run.trainer.shutdown()
         fleet.shutdown()

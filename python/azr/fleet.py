@@ -71,6 +71,7 @@ from azr.rollout import (
     check_guides,
 )
 from azr.sync_check import Probe, StaleWeightsError, sequence_logprobs
+from azr.timeline import Span, Timeline
 from azr.verify import Check
 from azr.weight_transport import TIMEOUT, BroadcastReceiver, IncompleteVersionError, Version
 
@@ -129,6 +130,7 @@ class RolloutReplica:
         # A version received by broadcast (on the weights thread), loaded before the next chunk.
         self.staged: Version | None = None
         self.staging = threading.Lock()
+        self.actor, self.timeline = f"replica {index}", Timeline()
 
     def generate(
         self, seed: int, prompts: list[str], params: SamplingParams, guides: list[str] | None
@@ -138,7 +140,11 @@ class RolloutReplica:
         if self.refusal is not None:
             raise StaleWeightsError(self.refusal)
         torch.manual_seed(seed)
-        return self.version, self.engine.generate(prompts, params, guides=guides)
+        started = time.time()
+        completions = self.engine.generate(prompts, params, guides=guides)
+        tokens = sum(len(c.token_ids) for c in completions)
+        self.timeline.add(self.actor, f"generate {len(prompts)}", started, time.time(), tokens=tokens)
+        return self.version, completions
 
     def generate_and_check(
         self,
@@ -160,16 +166,22 @@ class RolloutReplica:
             if check is not None:
                 checks.append(check)
         if checks:
-            run_checks(self._executor(), checks)
+            with self.timeline.span(self.actor, f"verify {len(checks)} checks"):
+                run_checks(self._executor(), checks)
         return version, [Checked(r.completion, r.parsed, r.check) for r in rollouts]
 
     def load_weights(self, weights: Weights, version: int) -> int:
         """Load `version`, and check it against the trainer's probe when one came with it."""
         with self.staging:
             self.staged = None
-        self.engine.load_weights(weights.tensors.items())
+        with self.timeline.span(self.actor, f"load v{version}"):
+            self.engine.load_weights(weights.tensors.items())
         self.version, self.refusal = version, None
         return self.check_weights(version, weights.probe)
+
+    def spans(self) -> list[Span]:
+        """Its spans since the last call: chunks generated, checks run, weights received and loaded."""
+        return self.timeline.drain()
 
     def identity(self) -> str:
         """This replica's process, which the weight groups were formed with (or not)."""
@@ -190,7 +202,8 @@ class RolloutReplica:
         (`IncompleteVersionError` otherwise), and loaded before the next chunk."""
         if self.receiver is None or self.epoch != epoch:
             raise FleetError(f"rollout replica {self.index} is not in the weight groups of epoch {epoch}")
-        received = self.receiver.receive()
+        with self.timeline.span(self.actor, f"receive v{version}"):
+            received = self.receiver.receive()
         received.check()
         if received.manifest.version != version:
             raise IncompleteVersionError(
@@ -204,7 +217,8 @@ class RolloutReplica:
         with self.staging:
             staged, self.staged = self.staged, None
         if staged is not None:
-            self.version, self.refusal = staged.apply(self.engine), None
+            with self.timeline.span(self.actor, f"load v{staged.manifest.version}"):
+                self.version, self.refusal = staged.apply(self.engine), None
 
     def check_weights(self, version: int, probe: Probe | None) -> int:
         """Compare the weights' log-probs of the probe's sequence with the trainer's (when a probe
@@ -536,6 +550,18 @@ class RolloutFleet:
         self.draws = int(state.get("fleet_chunks", 0))
 
     # --- the rest -------------------------------------------------------------------------------
+
+    def spans(self) -> list[Span]:
+        """Every live replica's spans since the last call (asked on their weights threads, so a
+        replica still generating answers at once); a replica that died took its own with it."""
+        asked = [self._beside(r.actor.spans).remote() for r in self.replicas if r.alive]
+        found: list[Span] = []
+        for pending in asked:
+            try:
+                found += self.ray.get(pending)
+            except self.ray.exceptions.RayActorError:
+                pass
+        return found
 
     def take_stats(self) -> list[ReplicaStats]:
         """What each replica did since the last call."""

@@ -298,6 +298,9 @@ class SelfPlay:
         metrics.update(fleet_metrics(self.engine))
         self.log.write(metrics, proposals)
         self.timeline.extend(self.trainer.spans())
+        replica_spans = getattr(self.engine, "spans", None)  # rollout replicas record their own
+        if replica_spans is not None:
+            self.timeline.extend(replica_spans())
         write_step(self.out / "timeline.jsonl", self.step_index, self.timeline.drain())
         return metrics
 

@@ -136,8 +136,9 @@ class TrainerWorker:
         self.sender = BroadcastSender(store, self.rank, self.world, receivers, backend="gloo", epoch=epoch)
 
     def send_weights(self, version: int) -> None:
-        """This rank's shard of every bucket, to the driver."""
-        self.sender.send(self.trainer.model, version)
+        """This rank's shard of every bucket, to the driver (and the replicas in the groups): a
+        `sync bucket N` span each."""
+        self.sender.send(self.trainer.model, version, self.trainer.timeline, self.trainer.actor)
 
     def peak_memory(self) -> int:
         """Peak bytes this rank held: CUDA's allocator peak on GPU, else the process's peak RSS."""

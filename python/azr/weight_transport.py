@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
+
+from azr.timeline import Timeline
 
 # Default bucket size: large enough that per-message latency is amortised, small enough that a bucket's
 # staging copy is a small fraction of memory (veRL and slime use 0.5-1 GiB on GPU).
@@ -273,18 +276,24 @@ class BroadcastSender:
             yield bucket, pack(state, manifest, bucket, self.rank)
         yield _END, torch.empty(0, dtype=torch.uint8)
 
-    def send(self, model: torch.nn.Module, version: int) -> Manifest:
-        """Send `model` as `version` (every trainer rank calls this at the same time)."""
+    def send(self, model: torch.nn.Module, version: int, timeline: Timeline | None = None, actor: str = "") -> Manifest:
+        """Send `model` as `version` (every trainer rank calls this at the same time); with a
+        `timeline`, a span for each bucket (packing it and its broadcast) as `actor`."""
         state = model.state_dict()
         manifest = plan(state, version, self.ranks, self.bucket_bytes)
         if self.rank == 0:
             text = torch.frombuffer(bytearray(manifest.to_json().encode()), dtype=torch.uint8)
             self.group.broadcast(_header(version, _END, 0, text.numel()))
             self.group.broadcast(text)
+        started = time.time()
         for bucket, payload in self.messages(state, manifest):
             self.group.broadcast(_header(version, bucket, self.rank, payload.numel()))
             if bucket != _END:
                 self.group.broadcast(payload)
+                if timeline is not None:
+                    ended = time.time()
+                    timeline.add(actor, f"sync bucket {bucket}", started, ended, version=version, bytes=payload.numel())
+                    started = ended
         return manifest
 
 
