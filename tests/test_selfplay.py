@@ -95,6 +95,10 @@ def test_one_step_trains_on_all_six_task_roles(tmp_path: Path, executor: Executo
     # phases; `azr profile` writes it as a trace.
     step, spans = read_step(tmp_path / "timeline.jsonl")
     assert step == 1
+    # Each actor group's idle seconds over the step, from the same spans.
+    for group in ("driver", "engine", "executor", "trainer"):
+        assert 0 <= metrics[f"seconds/idle/{group}"] <= metrics["seconds/step"] + 1e-3
+    assert metrics["seconds/idle/executor"] > metrics["seconds/idle/driver"]
     names = {(s.actor, s.name) for s in spans}
     assert {("driver", p) for p in ("rollout", "train", "sync")} <= names
     requests = [s for s in spans if s.actor == "engine"]

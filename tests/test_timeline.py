@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from azr.timeline import Span, busy, chrome_trace, lanes, read_step, write_step
+from azr.timeline import Span, busy, chrome_trace, idle_metrics, lanes, read_step, write_step
 
 
 def test_concurrent_spans_get_separate_lanes_and_reuse_free_ones() -> None:
@@ -19,6 +19,22 @@ def test_concurrent_spans_get_separate_lanes_and_reuse_free_ones() -> None:
 def test_busy_time_counts_overlapping_spans_once() -> None:
     spans = [Span("engine", "a", 10.0, 4.0), Span("engine", "b", 11.0, 1.0), Span("driver", "step", 10.0, 8.0)]
     assert busy(spans) == {"driver": (8.0, 8.0), "engine": (4.0, 8.0)}
+
+
+def test_idle_time_is_per_actor_group_the_mean_over_its_actors() -> None:
+    spans = [
+        Span("driver", "rollout", 10.0, 8.0),
+        Span("trainer 0", "micro-batch 0", 12.0, 2.0),
+        Span("trainer 1", "micro-batch 0", 12.0, 6.0),
+        Span("trainer 1", "optimizer step", 13.0, 1.0),  # inside the micro-batch: counted once
+        Span("replica 0", "generate 4", 10.0, 4.0),
+    ]
+    assert idle_metrics(spans) == {
+        "seconds/idle/driver": 0.0,
+        "seconds/idle/replica": 4.0,
+        "seconds/idle/trainer": 4.0,  # (6 + 2) / 2 of 8 seconds
+    }
+    assert idle_metrics([]) == {}
 
 
 def test_a_step_reads_back_as_written(tmp_path: Path) -> None:

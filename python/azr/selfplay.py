@@ -48,7 +48,7 @@ from azr.parsing import Proposal
 from azr.phases import TRIPLET_TASKS, PhaseTimes, Rollout, StepSettings
 from azr.rollout import HFEngine, RolloutEngine, SamplingParams
 from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, InductionTask, TaskType, Triplet, role_name
-from azr.timeline import Timeline, write_step
+from azr.timeline import Timeline, idle_metrics, write_step
 from azr.trainer import Sample, TrainConfig, Trainer
 from azr.trainer_group import TrainerGroup
 from azr.verify import Check, proposal_check, proposed_triplet, run_checks
@@ -296,12 +296,14 @@ class SelfPlay:
             metrics["pipeline/in_flight"] = float(len(self.in_flight))
         metrics.update(evaluation)
         metrics.update(fleet_metrics(self.engine))
-        self.log.write(metrics, proposals)
         self.timeline.extend(self.trainer.spans())
         replica_spans = getattr(self.engine, "spans", None)  # rollout replicas record their own
         if replica_spans is not None:
             self.timeline.extend(replica_spans())
-        write_step(self.out / "timeline.jsonl", self.step_index, self.timeline.drain())
+        spans = self.timeline.drain()
+        metrics.update(idle_metrics(spans))
+        self.log.write(metrics, proposals)
+        write_step(self.out / "timeline.jsonl", self.step_index, spans)
         return metrics
 
     def _version_of(self, rollout: Rollout) -> int:

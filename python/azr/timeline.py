@@ -137,3 +137,18 @@ def busy(spans: Sequence[Span]) -> dict[str, tuple[float, float]]:
             reach = max(reach, end)
         result[actor] = (covered, wall)
     return result
+
+
+def idle_metrics(spans: Sequence[Span]) -> dict[str, float]:
+    """Per actor group (an actor's name without its number: `trainer 0` and `trainer 1` are
+    `trainer`), the seconds its actors had no span open over the step (the wall from the step's
+    first span to its last), the mean over the group's actors: `seconds/idle/<group>` (a timing,
+    like the other `seconds/` metrics; over `seconds/step` it is the fraction idle)."""
+    times = busy(spans)
+    if not times:
+        return {}
+    wall = next(iter(times.values()))[1]
+    by_group: dict[str, list[float]] = {}
+    for actor, (covered, _) in times.items():
+        by_group.setdefault(actor.split()[0], []).append(wall - covered)
+    return {f"seconds/idle/{group}": sum(idles) / len(idles) for group, idles in sorted(by_group.items())}
