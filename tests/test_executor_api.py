@@ -41,6 +41,27 @@ def test_outcomes_come_back_in_job_order(strict: Executor, batch: Executor) -> N
         assert [o.output for o in executor.run(jobs)] == [str(n * n) for n in range(40)]
 
 
+def test_batch_groups_hold_about_a_second_of_measured_work() -> None:
+    """Batch mode sizes a group by what its jobs were measured to cost (`groups.rs`): once jobs
+    are known to be slow, a group holds about a second of them instead of a share of the batch,
+    so a worker is not held by one long group and fewer jobs share an instance."""
+    executor = Executor(workers=1, mode="batch", timings=True, timeout_s=20.0)
+    slow = "def f(n):\n    return sum(i * i for i in range(n))"
+
+    def groups(outcomes: list[Outcome]) -> int:
+        # Each group makes one fresh instance, for its first job (these jobs all leave it reusable).
+        assert all(o.ok for o in outcomes)
+        return sum(1 for o in outcomes if o.timings["instantiate_s"] > 0)
+
+    measured = executor.run([Job(slow, "700000"), Job(slow, "700001")])
+    job_s = sum(o.timings["run_s"] + o.timings["expected_s"] for o in measured) / len(measured)
+    assert job_s > 0.15, "the jobs must be slow for the budget to matter (balance alone makes 4 groups)"
+    jobs = 24
+    balanced = jobs // 4  # one worker: a quarter of the batch a group, the rule before any measure
+    expected_groups = -(-jobs // min(balanced, max(1, int(1.0 / job_s))))
+    assert groups(executor.run([Job(slow, str(700_002 + n)) for n in range(jobs)])) == expected_groups > 4
+
+
 def test_modes_and_isolations_agree(strict: Executor, batch: Executor, threaded: Executor) -> None:
     jobs = [
         Job(IDENTITY, "[1, {'a': (2, 3)}]"),

@@ -26,7 +26,8 @@ class Executor:
 
     `mode="strict"` runs every run of every job in a fresh sandbox; `mode="batch"` lets one
     sandbox run a group of jobs, each in a fresh namespace (faster; see the README for what it
-    shares). `isolation="process"` runs the sandboxes in worker processes (they scale better over
+    shares): at most `group_size` jobs, fewer once jobs were measured to be slow (a group holds
+    about a second of work). `isolation="process"` runs the sandboxes in worker processes (they scale better over
     cores, and a crash stays there); `"thread"` runs them in threads of this process.
     `worker_command` is how a worker process is started (default: this interpreter running
     `azr.executor_cli worker`); prefix it to run workers under `nice`, `taskset` or a cgroup.
@@ -45,7 +46,7 @@ class Executor:
         mode: Mode = "strict",
         *,
         max_output_bytes: int = 1 << 16,
-        group_size: int = 64,
+        group_size: int = _executor.DEFAULT_GROUP_SIZE,
         isolation: Isolation = "process",
         worker_command: Sequence[str] | None = None,
         timings: bool = False,

@@ -135,8 +135,9 @@ pub struct SandboxArgs {
     /// Largest accepted repr of a result, and most characters a program may print.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 16)]
     pub max_output_bytes: u32,
-    /// Jobs one instance runs in batch mode before it is replaced.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// The most jobs one instance runs in batch mode before it is replaced; fewer when jobs were
+    /// measured to be slow (a group holds about a second of work).
+    #[arg(long, value_name = "N", default_value_t = crate::pool::GROUP_SIZE_DEFAULT)]
     pub group_size: usize,
     /// Where sandboxes run: in worker processes (faster on several cores; a crash stays there) or
     /// in threads of this process.

@@ -21,6 +21,7 @@ pub mod cli;
 mod clock;
 mod compiled;
 mod error;
+mod groups;
 pub mod guest;
 mod job;
 mod memo;
@@ -38,5 +39,7 @@ pub mod worker;
 pub use error::{ExecutorError, Result};
 pub use job::{Job, Limits, Mode, Outcome, Policy, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
 pub use memo::MemoStats;
-pub use pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, MAX_WORKERS, MEMO_MB_DEFAULT};
+pub use pool::{
+    default_workers, Control, Executor, ExecutorConfig, Isolation, GROUP_SIZE_DEFAULT, MAX_WORKERS, MEMO_MB_DEFAULT,
+};
 pub use runtime::{runtime, Runtime};

@@ -2,6 +2,7 @@
 //! sandbox at a time, in a thread of this process or in a worker process of its own.
 
 use crate::error::{ExecutorError, Result};
+use crate::groups::GroupCost;
 use crate::job::{Job, Limits, Mode, Outcome, Status, Timings};
 use crate::memo::{Key, Known, Memo, MemoStats};
 use crate::runtime::{runtime, Runtime, WORKER_STACK_BYTES};
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 pub const MAX_WORKERS: usize = 128;
 /// How often a waiting caller is given the chance to cancel, even when nothing finished.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The most jobs a batch-mode group holds by default (fewer when jobs are slow: `groups.rs`).
+pub const GROUP_SIZE_DEFAULT: usize = 256;
 /// The strict-mode memo's default budget.
 pub const MEMO_MB_DEFAULT: usize = 64;
 
@@ -38,7 +41,8 @@ pub struct ExecutorConfig {
     pub workers: usize,
     pub limits: Limits,
     pub mode: Mode,
-    /// Jobs one instance runs in batch mode before it is replaced.
+    /// The most jobs one instance runs in batch mode before it is replaced (fewer when jobs
+    /// are expensive: `groups.rs`).
     pub group_size: usize,
     pub isolation: Isolation,
     /// Budget of strict mode's memo of settled runs (`memo.rs`); 0 runs every job.
@@ -51,7 +55,7 @@ impl Default for ExecutorConfig {
             workers: default_workers(),
             limits: Limits::default(),
             mode: Mode::Strict,
-            group_size: 64,
+            group_size: GROUP_SIZE_DEFAULT,
             isolation: Isolation::Threads,
             memo_bytes: MEMO_MB_DEFAULT << 20,
         }
@@ -177,6 +181,8 @@ pub struct Executor {
     pids: Vec<Arc<Mutex<Option<u32>>>>,
     busy: Arc<AtomicUsize>,
     memo: Option<Memo>,
+    /// What batch mode's jobs have cost, which sizes the next groups.
+    group_cost: Mutex<GroupCost>,
 }
 
 impl Executor {
@@ -210,7 +216,7 @@ impl Executor {
             workers.push(worker);
         }
         let memo = (config.mode == Mode::Strict && config.memo_bytes > 0).then(|| Memo::new(config.memo_bytes));
-        Ok(Executor { config, tasks: Some(tasks), workers, pids, busy, memo })
+        Ok(Executor { config, tasks: Some(tasks), workers, pids, busy, memo, group_cost: Mutex::default() })
     }
 
     pub fn config(&self) -> &ExecutorConfig {
@@ -292,6 +298,10 @@ impl Executor {
             batch.cancelled.store(true, Ordering::Relaxed);
         }
         collected?;
+        if self.config.mode == Mode::Batch {
+            let ran: Vec<&Outcome> = batch.indices.iter().filter_map(|index| outcomes[*index].as_ref()).collect();
+            self.group_cost.lock().unwrap_or_else(|p| p.into_inner()).add(&ran);
+        }
         if let Some(memo) = &self.memo {
             for ((job, index), key) in batch.jobs.iter().zip(&batch.indices).zip(keys) {
                 if let (Some(key), Some(outcome)) = (key, &outcomes[*index]) {
@@ -331,8 +341,8 @@ impl Executor {
         total.div_ceil(self.config.workers * 4).clamp(1, self.config.group_size)
     }
 
-    /// Jobs per task: small in strict mode (balance), a group in batch mode, but never so large
-    /// that a few workers end up with all the work. When other batches already occupy every worker
+    /// Jobs per task: small in strict mode (balance), a group sized by measured cost in batch
+    /// mode (`groups.rs`), but never so large that a few workers end up with all the work. When other batches already occupy every worker
     /// (a busy service), balance comes from them, and splitting this batch into smaller groups
     /// would only cost more fresh instances.
     fn chunk_size(&self, total: usize) -> usize {
@@ -343,7 +353,11 @@ impl Executor {
         };
         let chunk = match self.config.mode {
             Mode::Strict => balanced.min(8),
-            Mode::Batch => balanced.min(self.config.group_size),
+            Mode::Batch => {
+                let sized =
+                    self.group_cost.lock().unwrap_or_else(|p| p.into_inner()).group_size(self.config.group_size);
+                balanced.min(sized)
+            }
         };
         chunk.max(1)
     }

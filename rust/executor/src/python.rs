@@ -8,7 +8,7 @@ use crate::cli;
 use crate::error;
 use crate::guest::{GUEST_SHA256, WASMTIME_VERSION};
 use crate::job::{Job, Limits, Mode, Policy, Status, MAX_MEMORY_MB, MAX_RUNS, MAX_TEXT_BYTES, MIN_MEMORY_MB};
-use crate::pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, MAX_WORKERS};
+use crate::pool::{default_workers, Control, Executor, ExecutorConfig, Isolation, GROUP_SIZE_DEFAULT, MAX_WORKERS};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -216,5 +216,6 @@ fn _executor(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("MAX_RUNS", MAX_RUNS)?;
     module.add("MAX_WORKERS", MAX_WORKERS)?;
     module.add("DEFAULT_WORKERS", default_workers())?;
+    module.add("DEFAULT_GROUP_SIZE", GROUP_SIZE_DEFAULT)?;
     Ok(())
 }
