@@ -53,6 +53,15 @@ def test_the_profile_command_prints_every_phase_and_writes_a_trace(tmp_path: Pat
     assert {e["args"]["name"] for e in events if e["ph"] == "M"} == {f"worker {e['tid']}" for e in jobs}
 
 
+def test_the_profile_trace_opens_in_perfetto(tmp_path: Path, perfetto_slices) -> None:
+    trace = tmp_path / "trace.json"
+    command = [sys.executable, "-m", "azr.executor_cli", "profile", "examples/programs.jsonl", "--trace", str(trace)]
+    done = subprocess.run([*command, "--timeout", "1"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    written = [e["name"] for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert sorted(perfetto_slices(trace)) == sorted(written)
+
+
 def test_the_service_exports_phase_histograms_and_timings_on_request() -> None:
     with local_service("--workers", "1") as (address, _):
         body = {"jobs": [{"program": "def f(a):\n    return a", "input": "1"}]}

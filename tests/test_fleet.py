@@ -6,8 +6,12 @@ workers end to end, its completions checked where they were generated."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,6 +265,60 @@ def test_broadcast_sends_the_trainer_ranks_weights_straight_to_every_replica(tmp
         fleet.shutdown()
 
 
+# While this file exists, the first replica to receive weights takes it away and dies mid-transfer.
+DIE_RECEIVING = Path(tempfile.gettempdir()) / f"azr-test-die-receiving-{os.getuid()}"
+
+
+class DiesReceiving(ProbedReplica):
+    """A replica that, when `DIE_RECEIVING` exists, removes it, takes the first message of a
+    broadcast and dies (its process exits, as on an OOM kill); Ray restarts it."""
+
+    def receive_weights(self, version: int, epoch: int) -> int:
+        from azr.weight_transport import _HEADER
+
+        try:
+            DIE_RECEIVING.unlink()
+        except FileNotFoundError:
+            return super().receive_weights(version, epoch)
+        assert self.receiver is not None
+        self.receiver.groups[0].broadcast(torch.empty(_HEADER, dtype=torch.int64))
+        os._exit(1)
+
+
+def test_a_replica_dying_mid_broadcast_gets_the_version_in_groups_formed_again(tmp_path) -> None:
+    """A replica that dies in the middle of a broadcast fails every member's transfer; the step
+    goes on: the groups are formed again with its restarted process, the version is sent again,
+    and every replica ends with the trainer's weights."""
+    import ray
+
+    config = dataclasses.replace(CONFIG, trainer_workers=2, lr=1e-3, weight_transport="broadcast", vllm_check_sync=True)
+    ids = probe_ids(tiny_qwen2(seed=0).tokenizer)
+    fleet = RolloutFleet.start(config, replica=DiesReceiving, probe_ids=ids)
+    run = SelfPlay(config, tmp_path / "run", executor=Executor(workers=1), engine=fleet, progress=False)
+    try:
+        DIE_RECEIVING.touch()
+        epoch = run.trainer.epoch
+        run.step()
+        assert not DIE_RECEIVING.exists(), "a replica took the marker and died in the transfer"
+        assert run.trainer.epoch == epoch + 2  # the step's groups, then the ones formed again
+        assert sorted(r.stats.restarts for r in fleet.replicas) == [0, 1]
+        metrics = run.step()  # the restarted replica samples again, from the version it was sent
+        assert {v for k, v in metrics.items() if k.startswith("lag/")} == {0.0}, metrics
+        run.trainer.save(tmp_path / "trained")
+        model = tiny_qwen2(seed=CONFIG.seed).model
+        from azr.trainer import load_weights
+
+        load_weights(model, tmp_path / "trained")
+        trained = sequence_logprobs(model, ids)
+        for replica in fleet.replicas:
+            torch.testing.assert_close(ray.get(replica.actor.logprobs.remote(ids)), trained, rtol=0, atol=1e-6)
+        assert fleet.version == run.version == 2 and all(r.version == 2 for r in fleet.replicas)
+    finally:
+        DIE_RECEIVING.unlink(missing_ok=True)
+        run.trainer.shutdown()
+        fleet.shutdown()
+
+
 def test_broadcast_needs_trainer_workers_and_replicas() -> None:
     with pytest.raises(ValueError, match="trainer_workers >= 1 and rollout_replicas >= 1"):
         dataclasses.replace(CONFIG, weight_transport="broadcast")
@@ -379,14 +437,22 @@ def test_async_waits_for_a_slow_trainer_at_max_staleness(tmp_path) -> None:
     further: samples reach exactly 2 versions old, never 3, and the driver waits for room."""
     run, trained = async_run(tmp_path, RolloutReplica)
     step = run.trainer.step
+    updates, draining = [], threading.Event()
 
     def slow_step(samples):
-        time.sleep(8.0)
+        # Step k's update waits until the driver has begun step k + 3, whatever the machine's
+        # speed (a fixed sleep let a slow machine's generation keep pace), until the run drains.
+        updates.append(samples)
+        k = len(updates)
+        while run.step_index < k + 3 and not draining.is_set():
+            time.sleep(0.05)
         return step(samples)
 
     run.trainer.step = slow_step
     try:
-        steps = [run.step() for _ in range(4)] + [run.step(drain=True)]
+        steps = [run.step() for _ in range(4)]
+        draining.set()
+        steps.append(run.step(drain=True))
     finally:
         run.engine.shutdown()
     lags = [version - sample for version, versions in trained for sample in versions]

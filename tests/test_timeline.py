@@ -50,6 +50,19 @@ def test_a_step_reads_back_as_written(tmp_path: Path) -> None:
         read_step(path, 7)
 
 
+def test_a_step_trace_opens_in_perfetto(tmp_path: Path, perfetto_slices) -> None:
+    spans = [
+        Span("driver", "rollout", 100.0, 3.0),
+        Span("replica 0", "generate 8", 100.1, 1.5, {"tokens": 812}),
+        Span("replica 1", "generate 8", 100.2, 2.5, {"tokens": 990}),
+        Span("replica 0", "verify 8 checks", 101.6, 0.1),
+        Span("trainer 1", "sync bucket 0", 103.1, 0.2, {"version": 2, "bytes": 1 << 20}),
+    ]
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(chrome_trace(spans, 2)))
+    assert sorted(perfetto_slices(path)) == sorted(s.name for s in spans)
+
+
 def test_the_trace_has_a_process_per_actor_and_microsecond_slices() -> None:
     spans = [
         Span("trainer 0", "micro-batch 0", 101.0, 0.25),

@@ -73,12 +73,13 @@ def test_two_workers_make_the_single_process_update(aggregation: str) -> None:
     whole = torch.cat([p.detach().flatten() for p in single.model.parameters()])
     sharded = torch.cat([p.detach().flatten() for p in updated.parameters()])
     assert float((whole - sharded).norm() / whole.norm()) <= 1e-5
-    # Per tensor, a little looser: Adam's first step moves every element by about ±lr whatever its
-    # gradient's size, so an element whose gradient is at the level of rounding noise (the key biases:
-    # attention ignores a shift of the keys) can move either way in two orders of summation.
+    # Per tensor, a little looser. The key biases get gradients at the level of rounding noise
+    # (attention ignores a shift of the keys), below Adam's eps, so Adam's first step moves them by
+    # lr·g/eps: a small fraction of a real step whose value depends on the order of summation (up to
+    # 1.3e-6 with lr 1e-3 on one host, 1e-6 on others). Bounded at 1% of a real step.
     for (name, a), b in zip(single.model.named_parameters(), updated.parameters(), strict=True):
         if name.endswith("k_proj.bias"):
-            assert float((a - b).abs().max()) <= TRAIN.lr * 1e-3, name
+            assert float((a - b).abs().max()) <= TRAIN.lr * 1e-2, name
         else:
             assert float((a - b).norm() / a.norm()) <= 1e-4, name
 

@@ -543,6 +543,17 @@ class RolloutFleet:
                 self._failed(index, error)
         self.latest = _Latest(number, received=version, probe=probe)
 
+    def abandon(self, receiving: dict[Any, int]) -> None:
+        """Wait out a transfer that failed (gloo fails every member's part when one member goes):
+        a member that died is counted, and Ray restarts it; the others' errors were that transfer's."""
+        for pending, index in receiving.items():
+            try:
+                self.ray.get(pending)
+            except self.ray.exceptions.RayActorError as error:
+                self._failed(index, error)
+            except self.ray.exceptions.RayTaskError:
+                pass
+
     def state_dict(self) -> dict[str, int]:
         return {"fleet_chunks": self.draws}
 

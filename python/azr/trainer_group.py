@@ -20,11 +20,12 @@ checkpoint: the others are killed rather than left waiting in a collective.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
@@ -32,13 +33,16 @@ from azr.cluster import reserve, start_actors
 from azr.config import SelfPlayConfig
 from azr.timeline import Span
 from azr.trainer import Sample, Totals, TrainConfig, micro_batches
-from azr.weight_transport import BroadcastReceiver, BroadcastSender
+from azr.weight_transport import POLL, BroadcastReceiver, BroadcastSender, abandon
 
 if TYPE_CHECKING:
     from azr.fleet import RolloutFleet
 
 # How long a rank waits in a collective for the others before giving up (a dead rank's peers).
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+# How many times a version is sent over weight groups formed anew after a replica died in the
+# transfer (each death leaves one replica fewer, or one restarted, in the next groups).
+PUBLISH_ATTEMPTS = 3
 
 
 class TrainerGroupError(RuntimeError):
@@ -203,15 +207,35 @@ class TrainerGroup:
         """Copy the group's current weights into the driver's `model` and, with a `fleet`, into
         every live rollout replica at the same time, as policy version `version`: every rank sends
         its own shards once, over gloo groups spanning it, the driver and the replicas
-        (`azr.weight_transport`); none gathers the model."""
-        members = () if fleet is None else fleet.members()
-        if self.receiver is None or members != self.members:
-            self._connect(members, fleet)
+        (`azr.weight_transport`); none gathers the model.
+
+        A replica that dies during the transfer makes gloo fail every member's part of it at once;
+        the fleet then has one member fewer (or one restarted by Ray, in a new process), so the
+        groups are formed again with the replicas live then and the version is sent again (at most
+        `PUBLISH_ATTEMPTS` times). A failure with the same replicas live stops the group."""
         self.version = self.version + 1 if version is None else version
-        receiving = {} if fleet is None else fleet.receive_weights(members, self.version, self.epoch)
-        sending = self._submit("send_weights", [(self.version,)] * len(self.workers))
-        received = self.receiver.receive()
-        self._wait("send_weights", sending)
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            members = () if fleet is None else fleet.members()
+            if self.receiver is None or members != self.members:
+                self._connect(members, fleet)
+            receiving = {} if fleet is None else fleet.receive_weights(members, self.version, self.epoch)
+            sending = self._submit("send_weights", [(self.version,)] * len(self.workers))
+            calls = [*receiving, *sending]
+            failure: tuple[int | None, Exception] | None = None
+            try:
+                received = self.receiver.receive(functools.partial(self._any_failed, calls))
+            except RuntimeError as error:  # gloo, or a call that failed: a member of the groups went away
+                received, failure = None, (None, error)
+            self._watch(calls)
+            failure = self._settle("send_weights", sending) or failure
+            if failure is None:
+                break
+            if fleet is not None:
+                fleet.abandon(receiving)
+            if fleet is None or attempt == PUBLISH_ATTEMPTS or fleet.members() == members:
+                self._fail("send_weights", *failure)
+            self.receiver = None  # the groups of this epoch are broken: form them again
+        assert received is not None
         received.load_into(model)
         if fleet is not None:
             fleet.received(receiving, received, model)
@@ -270,19 +294,60 @@ class TrainerGroup:
             done, pending = self.ray.wait(pending, num_returns=1)
             try:
                 self.ray.get(done[0])
-            except Exception as error:  # noqa: BLE001 - reported with the worker's name, below
-                rank = futures.index(done[0])
-                actor = self.workers[rank]._actor_id.hex()
-                self.shutdown()
-                dead = isinstance(error, self.ray.exceptions.RayActorError)
-                what = "died" if dead else "failed"
-                detail = " ".join(str(error).split())
-                detail = detail if len(detail) <= 500 else detail[:500] + "..."
-                raise TrainerGroupError(
-                    f"trainer worker {rank} (Ray actor {actor}) {what} during {method}: {detail}; the group is "
-                    f"stopped; the last checkpoint is {self.last_checkpoint()} (continue with --resume)"
-                ) from None
+            except Exception as error:  # noqa: BLE001 - reported with the worker's name
+                self._fail(method, futures.index(done[0]), error)
         return self.ray.get(futures)
+
+    def _any_failed(self, calls: list[Any]) -> bool:
+        """Whether one of `calls` already failed."""
+        done = self.ray.wait(calls, num_returns=len(calls), timeout=0)[0]
+        return any(self._raised(call) for call in done)
+
+    def _raised(self, call: Any) -> bool:
+        """Whether `call` (finished) raised."""
+        try:
+            self.ray.get(call, timeout=0)
+        except Exception:  # noqa: BLE001 - any failure of a member ends the transfer
+            return True
+        return False
+
+    def _watch(self, calls: list[Any]) -> None:
+        """Wait until every member's call of the transfer ended; the first one that failed gives
+        the transfer up, so that no other member stays blocked in it (gloo may leave them so)."""
+        pending, given_up = list(calls), False
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=len(pending), timeout=POLL.total_seconds())
+            if not given_up and any(self._raised(call) for call in done):
+                abandon(self.store, self.epoch)
+                given_up = True
+
+    def _settle(self, method: str, futures: list[Any]) -> tuple[int, Exception] | None:
+        """Wait for every call; the first (rank, error) a call raised, if any. A worker that died
+        stops the group (the others' errors may be the transfer it broke)."""
+        first = None
+        for rank, future in enumerate(futures):
+            try:
+                self.ray.get(future)
+            except self.ray.exceptions.RayActorError as error:
+                self._fail(method, rank, error)
+            except Exception as error:  # noqa: BLE001 - the caller decides
+                first = first or (rank, error)
+        return first
+
+    def _fail(self, method: str, rank: int | None, error: Exception) -> NoReturn:
+        """Stop the group and say why: trainer worker `rank` failed with `error` during `method`
+        (`rank` None: the driver's part of it)."""
+        self.shutdown()
+        dead = isinstance(error, self.ray.exceptions.RayActorError)
+        who = (
+            "the driver" if rank is None else f"trainer worker {rank} (Ray actor {self.workers[rank]._actor_id.hex()})"
+        )
+        detail = " ".join(str(error).split())
+        detail = detail if len(detail) <= 500 else detail[:500] + "..."
+        raise TrainerGroupError(
+            f"{who} {'died' if dead else 'failed'} during {method}: {detail}; the group is stopped; the last "
+            f"checkpoint is {self.last_checkpoint()} (continue with --resume)"
+        ) from None
 
     def __del__(self) -> None:
         if not getattr(self, "stopped", True):

@@ -12,7 +12,10 @@ Three transports, one contract:
 - `broadcast`: a torch.distributed group per trainer rank spanning that rank and every replica (gloo on
   CPU, NCCL on GPU), made from a `Store` and kept apart from the trainers' own process group; groups
   of a new `epoch` (on the same store) replace the old ones when the members change (a restarted
-  replica is a new process that must join);
+  replica is a new process that must join). When one member's part of a transfer fails (a replica
+  died: gloo then leaves some of the others blocked, not failed), it gives the epoch's transfer up
+  on the store, and every member blocked in it stops within `POLL` (`TransferAbandoned`): the
+  driver forms the groups again;
 - `disk`: safetensors files under a directory every node can read, for clusters without a shared fabric.
 
 Weights travel as a *version*: a `Manifest` (each tensor's name, shape and dtype, grouped into buckets of
@@ -30,7 +33,7 @@ import datetime
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +47,8 @@ from azr.timeline import Timeline
 # staging copy is a small fraction of memory (veRL and slime use 0.5-1 GiB on GPU).
 BUCKET_BYTES = 256 << 20
 TIMEOUT = datetime.timedelta(minutes=10)
+# How often a member blocked in a transfer looks whether the transfer was given up.
+POLL = datetime.timedelta(milliseconds=200)
 # A part's header: version, bucket (-1 ends the version), sending rank, payload bytes.
 _HEADER = 4
 _END = -1
@@ -51,6 +56,10 @@ _END = -1
 
 class IncompleteVersionError(RuntimeError):
     """A weight version was applied with parts missing, repeated or mismatched."""
+
+
+class TransferAbandoned(RuntimeError):
+    """Another member of the weight groups gave this epoch's transfer up (it failed there)."""
 
 
 class WeightSink(Protocol):
@@ -223,16 +232,23 @@ def _header(version: int, bucket: int, rank: int, nbytes: int) -> torch.Tensor:
     return torch.tensor([version, bucket, rank, nbytes], dtype=torch.int64)
 
 
+# Groups whose transfer was given up with an operation still pending: dropping one would wait for
+# that operation (gloo joins its threads), until its peer's process ends or TIMEOUT passes.
+_ABANDONED: list[dist.ProcessGroup] = []
+
+
 class _Group:
     """A process group of its own over `store`, kept apart from the default group the trainer ranks
-    already form. `backend`: "nccl", "gloo", or "auto" (NCCL when CUDA is here). Gloo is the choice
-    when two members share a GPU (the driver's engine and trainer rank 0), which NCCL refuses."""
+    already form: `name` among the groups of `epoch`. `backend`: "nccl", "gloo", or "auto" (NCCL
+    when CUDA is here). Gloo is the choice when two members share a GPU (the driver's engine and
+    trainer rank 0), which NCCL refuses."""
 
-    def __init__(self, store: dist.Store, name: str, rank: int, size: int, backend: str) -> None:
+    def __init__(self, store: dist.Store, epoch: int, name: str, rank: int, size: int, backend: str) -> None:
         if backend not in ("auto", "nccl", "gloo"):
             raise ValueError(f"backend must be auto, nccl or gloo, got {backend!r}")
         nccl = backend == "nccl" or (backend == "auto" and torch.cuda.is_available())
-        prefixed = dist.PrefixStore(f"azr-weights/{name}", store)
+        prefixed = dist.PrefixStore(f"azr-weights/{epoch}/{name}", store)
+        self.store, self.epoch = store, epoch
         if nccl:
             self.device: torch.device | None = torch.device("cuda", torch.cuda.current_device())
             self.group = dist.ProcessGroupNCCL(prefixed, rank, size)
@@ -240,16 +256,40 @@ class _Group:
             self.device = None
             self.group = dist.ProcessGroupGloo(prefixed, rank, size, TIMEOUT)
 
-    def broadcast(self, tensor: torch.Tensor) -> None:
-        """Member 0's `tensor` into every member's (a CPU tensor; staged through the GPU for NCCL)."""
+    def broadcast(self, tensor: torch.Tensor, failed: Callable[[], bool] | None = None) -> None:
+        """Member 0's `tensor` into every member's (a CPU tensor; staged through the GPU for NCCL).
+        While it waits, it stops when the epoch's transfer was given up or `failed()` says so."""
         options = dist.BroadcastOptions()
         options.rootRank = 0
         if self.device is None:
-            self.group.broadcast([tensor], options).wait()
+            self._wait(self.group.broadcast([tensor], options), failed)
             return
         staged = tensor.to(self.device)
         self.group.broadcast([staged], options).wait()
         tensor.copy_(staged.cpu())
+
+    def _wait(self, work: dist.Work, failed: Callable[[], bool] | None) -> None:
+        while True:
+            try:
+                work.wait(POLL)
+                return
+            except RuntimeError:
+                if work.is_completed():  # it failed here: the members it leaves blocked must stop too
+                    self.abandon()
+                    raise
+            if self.store.check([f"azr-weights/{self.epoch}/abandoned"]) or (failed is not None and failed()):
+                self.abandon()
+                raise TransferAbandoned(f"the weight transfer of epoch {self.epoch} was given up")
+
+    def abandon(self) -> None:
+        """Give this epoch's transfer up, for every member (this one's operation may be pending)."""
+        abandon(self.store, self.epoch)
+        _ABANDONED.append(self.group)
+
+
+def abandon(store: dist.Store, epoch: int) -> None:
+    """Give the transfer over the groups of `epoch` up: every member blocked in it stops."""
+    store.set(f"azr-weights/{epoch}/abandoned", "1")
 
 
 class BroadcastSender:
@@ -268,7 +308,7 @@ class BroadcastSender:
         if not 0 <= rank < ranks:
             raise ValueError(f"trainer rank {rank} is not in 0..{ranks - 1}")
         self.rank, self.ranks, self.bucket_bytes = rank, ranks, bucket_bytes
-        self.group = _Group(store, f"{epoch}/trainer-{rank}", 0, replicas + 1, backend)
+        self.group = _Group(store, epoch, f"trainer-{rank}", 0, replicas + 1, backend)
 
     def messages(self, state: dict[str, torch.Tensor], manifest: Manifest) -> Iterator[tuple[int, torch.Tensor]]:
         """(bucket, payload) for every bucket of this rank's part, then the end marker."""
@@ -306,25 +346,26 @@ class BroadcastReceiver:
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is not in 0..{replicas - 1}")
         self.groups = [
-            _Group(store, f"{epoch}/trainer-{rank}", replica + 1, replicas + 1, backend) for rank in range(ranks)
+            _Group(store, epoch, f"trainer-{rank}", replica + 1, replicas + 1, backend) for rank in range(ranks)
         ]
 
-    def receive(self) -> Version:
+    def receive(self, failed: Callable[[], bool] | None = None) -> Version:
         """The next version, as it arrived: the manifest from trainer rank 0, then each rank's parts until
-        its end marker. `Version.apply` checks it."""
+        its end marker. `Version.apply` checks it. `failed()`, asked while it waits: whether another
+        member failed where the store cannot tell (the driver watches the others' calls)."""
         header = torch.empty(_HEADER, dtype=torch.int64)
-        self.groups[0].broadcast(header)
+        self.groups[0].broadcast(header, failed)
         text = torch.empty(int(header[3]), dtype=torch.uint8)
-        self.groups[0].broadcast(text)
+        self.groups[0].broadcast(text, failed)
         received = Version(Manifest.from_json(bytes(text.numpy()).decode()))
         for group in self.groups:
             while True:
-                group.broadcast(header)
+                group.broadcast(header, failed)
                 version, bucket, rank, nbytes = (int(x) for x in header)
                 if bucket == _END:
                     break
                 payload = torch.empty(nbytes, dtype=torch.uint8)
-                group.broadcast(payload)
+                group.broadcast(payload, failed)
                 received.add(version, bucket, rank, payload)
         return received
 
