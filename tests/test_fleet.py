@@ -186,7 +186,7 @@ class ProbedReplica(RolloutReplica):
     """A replica that tells its log-probs of a sequence, to compare its weights with the trainer's."""
 
     def logprobs(self, token_ids: tuple[int, ...]) -> torch.Tensor:
-        return sequence_logprobs(self.engine.model, token_ids)
+        return self.engine.probe_logprobs(token_ids)
 
 
 def kill_and_wait_for_restart(actor) -> str:

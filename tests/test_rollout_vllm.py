@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs v
 
 from azr.config import SelfPlayConfig, load_config
 from azr.executor import Executor
+from azr.fleet import RolloutReplica
 from azr.models import Policy, tiny_qwen2
 from azr.rollout import SamplingParams
 from azr.rollout_vllm import StaleWeightsError, VLLMEngine, vllm_supports
@@ -174,3 +176,46 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path: Path) -> None:
 def test_auto_picks_vllm_for_models_it_supports(policy: Policy) -> None:
     assert vllm_supports(policy.model)
     assert not vllm_supports(tiny_qwen2(seed=0).model)  # heads of 16 dimensions
+
+
+class EngineReplica(RolloutReplica):
+    """A rollout replica that says which engine it runs."""
+
+    def engine_kind(self) -> str:
+        return type(self.engine).__name__
+
+
+def test_rollout_replicas_run_vllm(policy: Policy, tmp_path: Path) -> None:
+    """rollout_engine=vllm with rollout_replicas: every replica runs a vLLM engine of its own (the
+    CPU build here) and loads each update's weights, which it compares with the trainer's log-probs
+    (vllm_check_sync) before it samples again."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[cluster]")')
+    from azr.fleet import RolloutFleet
+    from azr.sync_check import Probe, probe_ids
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the replica class goes by value
+
+    directory = tmp_path / "model"  # what every replica loads: a model vLLM's CPU attention supports
+    policy.model.save_pretrained(directory)
+    policy.tokenizer.save_pretrained(directory)
+    config = vllm_run_config(
+        model=str(directory), max_response_tokens=24, vllm_check_sync=True, rollout_replicas=2, generation_batch_size=2
+    )
+    ids = probe_ids(policy.tokenizer)
+    fleet = RolloutFleet.start(config, replica=EngineReplica, probe_ids=ids)
+    try:
+        assert ray.get([r.actor.engine_kind.remote() for r in fleet.replicas]) == ["VLLMEngine", "VLLMEngine"]
+        run = SelfPlay(config, tmp_path / "run", executor=Executor(workers=1), engine=fleet, progress=False)
+        metrics = run.step()
+        assert all(metrics[f"rollout/replica{i}_requests"] > 0 for i in range(2)), {
+            k: v for k, v in metrics.items() if k.startswith("rollout/")
+        }
+        # The update went to both replicas as the fleet's newest version (its first: the run started
+        # from the replicas' own load of the same checkpoint), and each replica's vLLM engine holds
+        # it: its log-probs match the trainer's model.
+        version = fleet.version
+        assert version is not None and all(r.version == version for r in fleet.replicas)
+        probe = Probe.of(run.policy.model, ids)
+        assert ray.get([r.actor.check_weights.remote(version, probe) for r in fleet.replicas]) == [version] * 2
+    finally:
+        fleet.shutdown()

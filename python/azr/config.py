@@ -180,10 +180,6 @@ class SelfPlayConfig:
             )
         if self.max_staleness < 1:
             raise ValueError(f"max_staleness must be at least 1 (0 is pipeline=sync), got {self.max_staleness}")
-        if self.rollout_replicas and self.rollout_engine == "vllm":
-            raise ValueError(
-                "rollout_replicas runs the HF engine in each replica for now; use rollout_engine=auto or hf"
-            )
         if self.trainer_workers and self.kl_coef > 0:
             raise ValueError("kl_coef > 0 is supported with the in-process trainer only (trainer_workers=0)")
         if self.gpu_memory_gb <= 0:

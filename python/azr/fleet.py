@@ -65,12 +65,11 @@ from azr.config import SelfPlayConfig
 from azr.rollout import (
     Completion,
     CompletionCallback,
-    HFEngine,
     ProgressCallback,
     SamplingParams,
     check_guides,
 )
-from azr.sync_check import Probe, StaleWeightsError, sequence_logprobs
+from azr.sync_check import Probe, StaleWeightsError
 from azr.timeline import Span, Timeline
 from azr.verify import Check
 from azr.weight_transport import TIMEOUT, BroadcastReceiver, IncompleteVersionError, Version
@@ -116,8 +115,9 @@ class RolloutReplica:
 
         torch.set_num_threads(threads)
         self.index, self.config = index, config
-        policy = load_policy(config.model, seed=config.seed)
-        self.engine = HFEngine(policy.model, policy.tokenizer, config.generation_batch_size)
+        from azr.selfplay import local_engine
+
+        self.engine = local_engine(config, load_policy(config.model, seed=config.seed))
         self.executor: Any = None
         # The policy version of its weights; None until the driver gives it one. Its fresh load is no
         # version: a resumed run samples from its own weights, and a replica restarted unnoticed
@@ -139,7 +139,7 @@ class RolloutReplica:
         self._adopt_staged()
         if self.refusal is not None:
             raise StaleWeightsError(self.refusal)
-        torch.manual_seed(seed)
+        self.engine.reseed(seed)
         started = time.time()
         completions = self.engine.generate(prompts, params, guides=guides)
         tokens = sum(len(c.token_ids) for c in completions)
@@ -226,7 +226,7 @@ class RolloutReplica:
         self._adopt_staged()
         if probe is not None:
             try:
-                probe.check(sequence_logprobs(self.engine.model, probe.token_ids))
+                probe.check(self.engine.probe_logprobs(probe.token_ids))
             except StaleWeightsError as error:
                 self.refusal = f"rollout replica {self.index}, policy version {version}: {error}"
                 raise StaleWeightsError(self.refusal) from None

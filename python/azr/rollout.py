@@ -22,6 +22,7 @@ from azr_kernels.types import allowed_tokens, masked_log_softmax
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from azr.guided import Grammars
+from azr.sync_check import sequence_logprobs
 from azr.weight_transport import load_named
 
 ProgressCallback = Callable[[int, int], None]
@@ -116,6 +117,14 @@ class HFEngine:
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """New weights as named tensors (from a weight transport): all of the model's, or an error."""
         load_named(self.model, weights)
+
+    def reseed(self, seed: int) -> None:
+        """Sampling draws from torch's global generator: the same seed, the same completions."""
+        torch.manual_seed(seed)
+
+    def probe_logprobs(self, token_ids: Sequence[int]) -> torch.Tensor:
+        """The engine's log-prob of each token of `token_ids` after its prefix (all but the first)."""
+        return sequence_logprobs(self.model, token_ids)
 
     def state_dict(self) -> dict[str, int]:
         # Sampling draws from torch's global generator, which the self-play loop seeds every step.

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -53,12 +53,14 @@ from azr.trainer import Sample, TrainConfig, Trainer
 from azr.trainer_group import TrainerGroup
 from azr.verify import Check, proposal_check, proposed_triplet, run_checks
 
+if TYPE_CHECKING:
+    from azr.rollout_vllm import VLLMEngine
+
 __all__ = ["Rollout", "SelfPlay", "make_engine", "make_executor"]
 
 
 def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
-    from azr.rollout_vllm import VLLMEngine, default_tolerance, vllm_supports
-
+    """The run's engine: the rollout fleet with `rollout_replicas`, else an engine in this process."""
     if config.rollout_replicas:
         from azr.fleet import RolloutFleet
         from azr.sync_check import probe_ids
@@ -66,6 +68,13 @@ def make_engine(config: SelfPlayConfig, policy: Policy) -> RolloutEngine:
         fleet = RolloutFleet.start(config, probe_ids=probe_ids(policy.tokenizer) if config.vllm_check_sync else None)
         fleet.sync_weights(policy.model)  # a resumed run's weights, not the replicas' fresh load
         return fleet
+    return local_engine(config, policy)
+
+
+def local_engine(config: SelfPlayConfig, policy: Policy) -> HFEngine | VLLMEngine:
+    """An engine over `policy` in this process (the driver's, or a rollout replica's):
+    `rollout_engine`, where `auto` is vLLM when it is installed and supports the model."""
+    from azr.rollout_vllm import VLLMEngine, default_tolerance, vllm_supports
 
     choice = config.rollout_engine
     if choice == "auto":

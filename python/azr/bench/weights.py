@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             trainer_workers=args.trainer_workers,
             rollout_replicas=replicas,
             weight_transport="broadcast",
+            # The transports' cost, not an engine's: replicas load into the HF engine (a plain copy).
+            rollout_engine="hf",
         )
         times = measure(config, model, args.syncs)
         means = {name: sum(values) / len(values) for name, values in times.items()}
