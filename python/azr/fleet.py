@@ -544,8 +544,8 @@ class RolloutFleet:
         self.latest = _Latest(number, received=version, probe=probe)
 
     def abandon(self, receiving: dict[Any, int]) -> None:
-        """Wait out a transfer that failed (gloo fails every member's part when one member goes):
-        a member that died is counted, and Ray restarts it; the others' errors were that transfer's."""
+        """Wait out a transfer that was given up (`TrainerGroup.publish`): a member that died is
+        counted, and Ray restarts it; the others' errors were that transfer's."""
         for pending, index in receiving.items():
             try:
                 self.ray.get(pending)

@@ -209,10 +209,12 @@ class TrainerGroup:
         its own shards once, over gloo groups spanning it, the driver and the replicas
         (`azr.weight_transport`); none gathers the model.
 
-        A replica that dies during the transfer makes gloo fail every member's part of it at once;
-        the fleet then has one member fewer (or one restarted by Ray, in a new process), so the
-        groups are formed again with the replicas live then and the version is sent again (at most
-        `PUBLISH_ATTEMPTS` times). A failure with the same replicas live stops the group."""
+        A replica that dies during the transfer breaks it: gloo fails some members' parts and leaves
+        others blocked, so the first failure anyone sees (the driver watches every member's call)
+        gives the transfer up for all (`azr.weight_transport`). The fleet then has one member fewer
+        (or one restarted by Ray, in a new process), so the groups are formed again with the
+        replicas live then and the version is sent again (at most `PUBLISH_ATTEMPTS` times). A
+        failure with the same replicas live stops the group."""
         self.version = self.version + 1 if version is None else version
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             members = () if fleet is None else fleet.members()
