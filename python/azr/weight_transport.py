@@ -273,10 +273,14 @@ class _Group:
             try:
                 work.wait(POLL)
                 return
-            except RuntimeError:
-                if work.is_completed():  # it failed here: the members it leaves blocked must stop too
-                    self.abandon()
-                    raise
+            except RuntimeError:  # not finished within POLL, or failed
+                if work.is_completed():  # (it may have finished since): its own result
+                    try:
+                        work.wait()
+                        return
+                    except RuntimeError:  # it failed here: the members it leaves blocked must stop too
+                        self.abandon()
+                        raise
             if self.store.check([f"azr-weights/{self.epoch}/abandoned"]) or (failed is not None and failed()):
                 self.abandon()
                 raise TransferAbandoned(f"the weight transfer of epoch {self.epoch} was given up")
