@@ -281,7 +281,7 @@ class _Group:
                     except RuntimeError:  # it failed here: the members it leaves blocked must stop too
                         self.abandon()
                         raise
-            if self.store.check([f"azr-weights/{self.epoch}/abandoned"]) or (failed is not None and failed()):
+            if self.store.check([_abandoned_key(self.epoch)]) or (failed is not None and failed()):
                 self.abandon()
                 raise TransferAbandoned(f"the weight transfer of epoch {self.epoch} was given up")
 
@@ -293,7 +293,11 @@ class _Group:
 
 def abandon(store: dist.Store, epoch: int) -> None:
     """Give the transfer over the groups of `epoch` up: every member blocked in it stops."""
-    store.set(f"azr-weights/{epoch}/abandoned", "1")
+    store.set(_abandoned_key(epoch), "1")
+
+
+def _abandoned_key(epoch: int) -> str:
+    return f"azr-weights/{epoch}/abandoned"
 
 
 class BroadcastSender:
