@@ -49,7 +49,7 @@ rust-test: $(STAMP)
 	cargo test --release
 
 py-test: build
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 	# The Triton kernels on the CPU, through Triton's interpreter (a process of their own: the
 	# interpreter is chosen when kernels are defined, and only these tests should pay for it).
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests/test_kernels.py
