@@ -58,6 +58,8 @@ def test_precedence_preset_file_overrides(tmp_path: Path) -> None:
         # A proposer's reward is 1 − the solve rate of these samples: none would divide by zero.
         (["learnability_samples=0"], "learnability_samples must be positive"),
         (["steps"], "must look like name=value"),
+        (["rollout_tensor_parallel=0"], "rollout_tensor_parallel must be positive"),
+        (["rollout_tensor_parallel=2", "rollout_engine=hf"], "the HF engine runs on one"),
     ],
 )
 def test_bad_settings_are_refused_clearly(overrides: list[str], message: str) -> None:
@@ -138,6 +140,11 @@ def test_dry_run_plans_the_paper_preset() -> None:
     assert one.returncode == 2
     assert "does NOT fit" in one.stdout and "fp32 weights + gradients + AdamW (sharded)     113.48 GiB" in one.stdout
     assert "trainer_workers=4 fits" in one.stdout
+    fleet = azr(
+        "selfplay", "--preset", "paper", "--set", "trainer_workers=4", "--set", "rollout_replicas=2",
+        "--set", "rollout_tensor_parallel=2", "--dry-run",
+    )  # fmt: skip
+    assert "2 rollout replica(s) on GPUs of their own, 2 each" in fleet.stdout, fleet.stdout
 
 
 def test_memory_plan_counts_parameters_like_the_model() -> None:

@@ -3,6 +3,7 @@ weight sync and its staleness check, one self-play step. Skips where vLLM is not
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import json
@@ -184,6 +185,10 @@ class EngineReplica(RolloutReplica):
     def engine_kind(self) -> str:
         return type(self.engine).__name__
 
+    def vllm_workers(self) -> int:
+        """How many worker processes hold its vLLM engine's model."""
+        return self.engine.llm.llm_engine.vllm_config.parallel_config.world_size
+
 
 def test_rollout_replicas_run_vllm(policy: Policy, tmp_path: Path) -> None:
     """rollout_engine=vllm with rollout_replicas: every replica runs a vLLM engine of its own (the
@@ -217,5 +222,38 @@ def test_rollout_replicas_run_vllm(policy: Policy, tmp_path: Path) -> None:
         assert version is not None and all(r.version == version for r in fleet.replicas)
         probe = Probe.of(run.policy.model, ids)
         assert ray.get([r.actor.check_weights.remote(version, probe) for r in fleet.replicas]) == [version] * 2
+    finally:
+        fleet.shutdown()
+
+
+def test_a_tensor_parallel_replica_loads_every_update_into_each_worker(policy: Policy, tmp_path: Path) -> None:
+    """rollout_tensor_parallel=2: the replica's vLLM engine spans two worker processes, each holding
+    half of each layer. New weights must reach both: a worker left with old ones would change the
+    log-probs, which the replica compares with the trainer's (vllm_check_sync) and its samples carry."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[cluster]")')
+    from azr.fleet import RolloutFleet
+    from azr.sync_check import Probe, probe_ids
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    directory = tmp_path / "model"
+    policy.model.save_pretrained(directory)
+    policy.tokenizer.save_pretrained(directory)
+    config = vllm_run_config(model=str(directory), vllm_check_sync=True, rollout_replicas=1, rollout_tensor_parallel=2)
+    ids = probe_ids(policy.tokenizer)
+    fleet = RolloutFleet.start(config, replica=EngineReplica, probe_ids=ids)
+    try:
+        [replica] = fleet.replicas
+        assert ray.get(replica.actor.vllm_workers.remote()) == 2
+        trainer = copy.deepcopy(policy)  # the replica's weights, to be moved
+        before = Probe.of(trainer.model, ids)
+        perturb(trainer, seed=3)
+        fleet.sync_weights(trainer.model)  # raises if the replica's log-probs are not the new ones
+        assert ray.get(replica.actor.check_weights.remote(fleet.version, Probe.of(trainer.model, ids))) == 0
+        # Samples from the two workers carry the new policy's log-probs.
+        for completion in fleet.generate(PROMPTS, SamplingParams(max_new_tokens=8, temperature=1.0, stop=())):
+            expected = completion_logprobs(trainer.model, completion.prompt_ids, completion.token_ids, 1.0)
+            torch.testing.assert_close(completion.logprobs, tuple(expected), atol=1e-3, rtol=0)
+        with pytest.raises(StaleWeightsError):  # the old weights are gone from both workers
+            ray.get(replica.actor.check_weights.remote(fleet.version, before))
     finally:
         fleet.shutdown()

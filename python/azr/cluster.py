@@ -64,13 +64,15 @@ def placement(ray: Any, bundles: int, *, gpus: int, cpus: float = 1.0) -> Any:
     return group
 
 
-def reserve(config: SelfPlayConfig, count: int, why: str) -> tuple[Any, Any, int]:
+def reserve(config: SelfPlayConfig, count: int, why: str, *, gpus_each: int = 1) -> tuple[Any, Any, int]:
     """For `count` actors of a run: Ray (started or joined as `ray_address` says), a placement group
-    of `count` bundles, and the GPUs per bundle (one, unless the run is on CPU or the cluster lacks them)."""
+    of `count` bundles, and the GPUs per bundle (`gpus_each`, unless the run is on CPU or the cluster
+    lacks them)."""
     ray = connect(
         config.ray_address, logical_cpus=actors_needed(config.trainer_workers, config.rollout_replicas), why=why
     )
-    gpus = 1 if config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= count else 0
+    on_gpus = config.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= count * gpus_each
+    gpus = gpus_each if on_gpus else 0
     return ray, placement(ray, count, gpus=gpus), gpus
 
 

@@ -68,6 +68,9 @@ class SelfPlayConfig:
     rollout_engine: Literal["auto", "hf", "vllm"] = "auto"
     vllm_sleep_level: int = 0  # GPU only: 1 frees the KV cache between phases, 2 the weights too
     vllm_gpu_memory_utilization: float = 0.5
+    # GPUs one vLLM engine spans (the driver's, and each rollout replica's: a replica then holds this
+    # many GPUs). vLLM runs one worker process per GPU; weights reach each of them after every update.
+    rollout_tensor_parallel: int = 1
     # After each sync, the engine (vLLM here, or each rollout replica) compares its log-probs of a fixed
     # sequence with the trainer's; stale → error.
     vllm_check_sync: bool = False
@@ -133,6 +136,7 @@ class SelfPlayConfig:
             "checkpoint_every",
             "keep_checkpoints",
             "executor_memory_mb",
+            "rollout_tensor_parallel",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -163,6 +167,11 @@ class SelfPlayConfig:
             raise ValueError(f"vllm_sleep_level must be 0 (off), 1 or 2, got {self.vllm_sleep_level}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.rollout_tensor_parallel > 1 and self.rollout_engine == "hf":
+            raise ValueError(
+                f"rollout_tensor_parallel={self.rollout_tensor_parallel} splits a vLLM engine over GPUs; the HF "
+                "engine runs on one (use rollout_engine=vllm or auto)"
+            )
         if self.pipeline not in ("sync", "one-step-off", "async"):
             raise ValueError(f"pipeline must be 'sync', 'one-step-off' or 'async', got {self.pipeline!r}")
         if self.pipeline != "sync" and not self.rollout_replicas:

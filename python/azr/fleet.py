@@ -370,7 +370,7 @@ class RolloutFleet:
         """`config.rollout_replicas` actors of class `replica` (`RolloutReplica`'s constructor); with
         `probe_ids`, every version is checked on every replica (`azr.sync_check`)."""
         count = config.rollout_replicas
-        ray, group, gpus = reserve(config, count, f"rollout_replicas={count}")
+        ray, group, gpus = reserve(config, count, f"rollout_replicas={count}", gpus_each=config.rollout_tensor_parallel)
         threads = max(1, (os.cpu_count() or 1) // count)
         arguments = [(index, config, threads) for index in range(count)]
         actors = start_actors(

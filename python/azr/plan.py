@@ -149,7 +149,13 @@ class MemoryPlan:
             f"({arch.layers} layers, hidden {arch.hidden}, vocabulary {arch.vocab})",
             f"placement: {self.gpus} trainer worker(s), one per GPU"
             + (" (Ray placement group, packed)" if config.trainer_workers else " (in this process)")
-            + "; the rollout engine and the executor run with the driver, the engine on GPU 0",
+            + (
+                f"; {config.rollout_replicas} rollout replica(s) on GPUs of their own, "
+                f"{config.rollout_tensor_parallel} each, with an executor each"
+                if config.rollout_replicas
+                else "; the rollout engine and the executor run with the driver, the engine on GPU 0"
+                + (f" to {config.rollout_tensor_parallel - 1}" if config.rollout_tensor_parallel > 1 else "")
+            ),
             f"per GPU ({self.gpu_bytes / GIB:.0f} GiB), GPU 0:",
         ]
         for name, size in self.parts.items():

@@ -6,13 +6,15 @@
     engine.sync_weights(model)          # the trainer's tensors, streamed into the engine's model
     engine.check_sync(model)            # raises StaleWeightsError if the engine samples from old weights
 
-Weight sync never goes through disk: the trainer's tensors are handed, one at a time, to vLLM's
-in-place weight reload inside the engine's worker (in this process), then the prefix cache is reset
-so no cached key/values computed with old weights survive. `check_sync` compares the engine's
+Weight sync never goes through disk: the trainer's tensors are handed to vLLM's in-place weight
+reload inside the engine's worker (in this process, by reference), then the prefix cache is reset so
+no cached key/values computed with old weights survive. With `tensor_parallel_size` > 1 vLLM runs a
+worker process per GPU: each gets the whole set of tensors (through vLLM's message queue, a copy per
+worker) and keeps its own shards of them. `check_sync` compares the engine's
 log-probs of a fixed sequence with the trainer's; a skipped, partial or stale sync fails loudly.
 
 vLLM runs its engine core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), which is what lets
-the worker see the trainer's tensors; scripts that build a `VLLMEngine` need the usual
+the worker see the trainer's tensors without a copy; scripts that build a `VLLMEngine` need the usual
 `if __name__ == "__main__":` guard.
 """
 
@@ -55,6 +57,7 @@ class VLLMEngine:
     `sleep_level` (1 or 2, GPU only) puts the engine to sleep between generation phases, freeing its
     KV cache (level 1) and weights too (level 2) for the trainer; `generate` wakes it first.
     `sync_tolerance` is the largest per-token log-prob difference `check_sync` accepts.
+    `tensor_parallel_size` GPUs share the model (one vLLM worker process each).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class VLLMEngine:
         model_dir: str | Path,
         *,
         seed: int = 0,
+        tensor_parallel_size: int = 1,
         dtype: str = "auto",
         max_model_len: int = 4096,
         gpu_memory_utilization: float = 0.5,
@@ -77,11 +81,19 @@ class VLLMEngine:
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
+        if not on_gpu and tensor_parallel_size > 1:
+            # vLLM's CPU backend pins each worker to a NUMA node of its own by default and refuses to
+            # start with fewer nodes than workers (one-node machines, CI); unpinned, they share the cores.
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self.sleep_level = sleep_level if on_gpu else 0
         self.llm = LLM(
             str(model_dir),
             dtype=dtype,
             seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            # Worker processes of this one (also inside a Ray actor, where vLLM would otherwise place
+            # them as Ray actors of their own): they use the GPUs this process was given.
+            distributed_executor_backend="mp" if tensor_parallel_size > 1 else None,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             # On the CPU backend the utilisation is a share of host RAM; a fixed cache suits tests and
@@ -97,6 +109,7 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
         )
         self.directory = Path(model_dir)
+        self.tensor_parallel_size = tensor_parallel_size
         self.tokenizer = self.llm.get_tokenizer()
         self.reseed(seed)
         self.sync_tolerance = sync_tolerance
@@ -212,8 +225,13 @@ class VLLMEngine:
         KV cache only after they are loaded, so both are never being allocated at once."""
         if self.asleep:
             self.llm.wake_up(tags=["weights"])
-        iterator = iter(weights)
-        self.llm.collective_rpc(lambda worker: worker.model_runner.reload_weights(weights_iterator=iterator))
+        # One reload of the whole set: vLLM rebuilds what it derives from the weights (the CPU
+        # backend's packed matrices) once every tensor is in, so the set is not split into calls.
+        # In this process the tensors stream in by reference, one at a time; worker processes
+        # (tensor parallelism) each need the whole set sent, from host memory.
+        if self.tensor_parallel_size > 1:
+            weights = [(name, tensor.cpu()) for name, tensor in weights]
+        self.llm.collective_rpc(_reload_weights, args=(weights,))
         if self.asleep:
             self.llm.wake_up(tags=["kv_cache"])
             self.asleep = False
@@ -244,6 +262,11 @@ class VLLMEngine:
         if self.sleep_level and not self.asleep:
             self.llm.sleep(level=self.sleep_level)
             self.asleep = True
+
+
+def _reload_weights(worker, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """In each vLLM worker (this process's, or a tensor-parallel worker's): load `weights` in place."""
+    worker.model_runner.reload_weights(weights_iterator=iter(weights))
 
 
 def _completion(prompt_ids: list[int], sample, guide: str | None) -> Completion:

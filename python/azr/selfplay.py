@@ -79,6 +79,11 @@ def local_engine(config: SelfPlayConfig, policy: Policy) -> HFEngine | VLLMEngin
     choice = config.rollout_engine
     if choice == "auto":
         choice = "vllm" if vllm_supports(policy.model) else "hf"
+        if choice == "hf" and config.rollout_tensor_parallel > 1:
+            raise ValueError(
+                f"rollout_tensor_parallel={config.rollout_tensor_parallel} needs the vLLM engine, and vLLM is not "
+                f"installed or cannot run {config.model} (attention heads of 64+ dimensions)"
+            )
     if choice == "hf":
         return HFEngine(policy.model, policy.tokenizer, config.generation_batch_size)
 
@@ -86,6 +91,7 @@ def local_engine(config: SelfPlayConfig, policy: Policy) -> HFEngine | VLLMEngin
         policy.model,
         policy.tokenizer,
         seed=config.seed,
+        tensor_parallel_size=config.rollout_tensor_parallel,
         max_model_len=config.max_prompt_tokens + config.max_response_tokens,
         gpu_memory_utilization=config.vllm_gpu_memory_utilization,
         sleep_level=config.vllm_sleep_level,
