@@ -266,40 +266,57 @@ def test_broadcast_sends_the_trainer_ranks_weights_straight_to_every_replica(tmp
 
 
 # While this file exists, the first replica to receive weights takes it away and dies mid-transfer.
-DIE_RECEIVING = Path(tempfile.gettempdir()) / f"azr-test-die-receiving-{os.getuid()}"
+DIE_MARKER = Path(tempfile.gettempdir()) / f"azr-test-die-in-transfer-{os.getuid()}"
+
+
+def _take_marker() -> bool:
+    try:
+        DIE_MARKER.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class DiesReceiving(ProbedReplica):
-    """A replica that, when `DIE_RECEIVING` exists, removes it, takes the first message of a
+    """A replica that, when `DIE_MARKER` exists, removes it, takes the first message of a
     broadcast and dies (its process exits, as on an OOM kill); Ray restarts it."""
 
     def receive_weights(self, version: int, epoch: int) -> int:
         from azr.weight_transport import _HEADER
 
-        try:
-            DIE_RECEIVING.unlink()
-        except FileNotFoundError:
+        if not _take_marker():
             return super().receive_weights(version, epoch)
         assert self.receiver is not None
         self.receiver.groups[0].broadcast(torch.empty(_HEADER, dtype=torch.int64))
         os._exit(1)
 
 
-def test_a_replica_dying_mid_broadcast_gets_the_version_in_groups_formed_again(tmp_path) -> None:
-    """A replica that dies in the middle of a broadcast fails every member's transfer; the step
-    goes on: the groups are formed again with its restarted process, the version is sent again,
-    and every replica ends with the trainer's weights."""
+class DiesJoining(ProbedReplica):
+    """A replica that, when `DIE_MARKER` exists, removes it and dies instead of joining the
+    weight groups: the others wait for it to come (gloo alone would wait 10 minutes)."""
+
+    def join_weights(self, host: str, port: int, member: int, members: int, ranks: int, epoch: int) -> None:
+        if _take_marker():
+            os._exit(1)
+        super().join_weights(host, port, member, members, ranks, epoch)
+
+
+@pytest.mark.parametrize("replica", [DiesReceiving, DiesJoining], ids=["mid-broadcast", "joining"])
+def test_a_replica_dying_in_a_transfer_gets_the_version_in_groups_formed_again(replica: type, tmp_path) -> None:
+    """A replica that dies in the middle of a broadcast, or before it joined the groups, fails
+    every member's part; the step goes on: the groups are formed again with its restarted process,
+    the version is sent again, and every replica ends with the trainer's weights."""
     import ray
 
     config = dataclasses.replace(CONFIG, trainer_workers=2, lr=1e-3, weight_transport="broadcast", vllm_check_sync=True)
     ids = probe_ids(tiny_qwen2(seed=0).tokenizer)
-    fleet = RolloutFleet.start(config, replica=DiesReceiving, probe_ids=ids)
+    fleet = RolloutFleet.start(config, replica=replica, probe_ids=ids)
     run = SelfPlay(config, tmp_path / "run", executor=Executor(workers=1), engine=fleet, progress=False)
     try:
-        DIE_RECEIVING.touch()
+        DIE_MARKER.touch()
         epoch = run.trainer.epoch
         run.step()
-        assert not DIE_RECEIVING.exists(), "a replica took the marker and died in the transfer"
+        assert not DIE_MARKER.exists(), "a replica took the marker and died in the transfer"
         assert run.trainer.epoch == epoch + 2  # the step's groups, then the ones formed again
         assert sorted(r.stats.restarts for r in fleet.replicas) == [0, 1]
         metrics = run.step()  # the restarted replica samples again, from the version it was sent
@@ -310,11 +327,11 @@ def test_a_replica_dying_mid_broadcast_gets_the_version_in_groups_formed_again(t
 
         load_weights(model, tmp_path / "trained")
         trained = sequence_logprobs(model, ids)
-        for replica in fleet.replicas:
-            torch.testing.assert_close(ray.get(replica.actor.logprobs.remote(ids)), trained, rtol=0, atol=1e-6)
+        for member in fleet.replicas:
+            torch.testing.assert_close(ray.get(member.actor.logprobs.remote(ids)), trained, rtol=0, atol=1e-6)
         assert fleet.version == run.version == 2 and all(r.version == 2 for r in fleet.replicas)
     finally:
-        DIE_RECEIVING.unlink(missing_ok=True)
+        DIE_MARKER.unlink(missing_ok=True)
         run.trainer.shutdown()
         fleet.shutdown()
 

@@ -20,6 +20,7 @@ from azr.weight_transport import (
     DiskSender,
     IncompleteVersionError,
     TensorSpec,
+    TransferAbandoned,
     Version,
     pack,
     plan,
@@ -218,3 +219,16 @@ def test_broadcast_sync_over_gloo_from_a_sharded_trainer_reaches_every_replica()
         torch.testing.assert_close(synced, trained, rtol=0, atol=1e-6)
         assert "version 2 is incomplete" in error and "bucket 1" in error and "trainer rank 1" in error
         torch.testing.assert_close(after, synced, rtol=0, atol=0)  # the refused version changed nothing
+
+
+def test_a_member_that_never_comes_gives_the_formation_up_for_everyone() -> None:
+    """Gloo's rendezvous would hold the members who came until its timeout (10 minutes) when one
+    died before it came. Here the member that knows (the driver, whose `failed()` watches the
+    others' calls) gives the epoch up, and a member still waiting stops too."""
+    import torch.distributed as dist
+
+    store = dist.TCPStore("127.0.0.1", 0, None, True, datetime.timedelta(minutes=1), False)
+    with pytest.raises(TransferAbandoned, match="epoch 3"):
+        BroadcastReceiver(store, 0, ranks=1, replicas=3, backend="gloo", epoch=3, failed=lambda: True)
+    with pytest.raises(TransferAbandoned, match="epoch 3"):  # replica 1 came; replica 2 never will
+        BroadcastReceiver(store, 1, ranks=1, replicas=3, backend="gloo", epoch=3)

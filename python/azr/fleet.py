@@ -509,18 +509,21 @@ class RolloutFleet:
             if len(found) == len(asked):
                 return tuple(found)
 
-    def join_weights(self, members: Sequence[tuple[int, str]], host: str, port: int, ranks: int, epoch: int) -> Any:
+    def join_weights(
+        self, members: Sequence[tuple[int, str]], host: str, port: int, ranks: int, epoch: int
+    ) -> dict[Any, int]:
         """Every member replica joins the broadcast groups of `epoch` as receiver 1, 2, ... (the
-        driver is 0); returns what to `joined` once the driver and the ranks have joined too."""
-        return [
+        driver is 0); returns what to give `joined` once the driver and the ranks have joined too
+        (or `abandon`, when a member never came)."""
+        return {
             self._beside(self.replicas[index].actor.join_weights).remote(
                 host, port, member, len(members) + 1, ranks, epoch
-            )
+            ): index
             for member, (index, _) in enumerate(members, start=1)
-        ]
+        }
 
-    def joined(self, joining: Any) -> None:
-        self.ray.get(joining)
+    def joined(self, joining: dict[Any, int]) -> None:
+        self.ray.get(list(joining))
 
     def receive_weights(self, members: Sequence[tuple[int, str]], version: int, epoch: int) -> dict[Any, int]:
         """Every member starts receiving `version` (on its weights thread, while its chunks
@@ -543,10 +546,11 @@ class RolloutFleet:
                 self._failed(index, error)
         self.latest = _Latest(number, received=version, probe=probe)
 
-    def abandon(self, receiving: dict[Any, int]) -> None:
-        """Wait out a transfer that was given up (`TrainerGroup.publish`): a member that died is
-        counted, and Ray restarts it; the others' errors were that transfer's."""
-        for pending, index in receiving.items():
+    def abandon(self, calls: dict[Any, int]) -> None:
+        """Wait out the members' calls of a transfer (or a formation of groups) that was given up
+        (`TrainerGroup.publish`): a member that died is counted, and Ray restarts it; the others'
+        errors were that transfer's."""
+        for pending, index in calls.items():
             try:
                 self.ray.get(pending)
             except self.ray.exceptions.RayActorError as error:

@@ -33,7 +33,7 @@ from azr.cluster import reserve, start_actors
 from azr.config import SelfPlayConfig
 from azr.timeline import Span
 from azr.trainer import Sample, Totals, TrainConfig, micro_batches
-from azr.weight_transport import POLL, BroadcastReceiver, BroadcastSender, abandon
+from azr.weight_transport import POLL, BroadcastReceiver, BroadcastSender, TransferAbandoned, Version, abandon
 
 if TYPE_CHECKING:
     from azr.fleet import RolloutFleet
@@ -211,25 +211,16 @@ class TrainerGroup:
 
         A replica that dies during the transfer breaks it: gloo fails some members' parts and leaves
         others blocked, so the first failure anyone sees (the driver watches every member's call)
-        gives the transfer up for all (`azr.weight_transport`). The fleet then has one member fewer
+        gives the transfer up for all (`azr.weight_transport`); one that dies before it joined the
+        groups gives their formation up the same way (the others stop waiting for it). The fleet
+        then has one member fewer
         (or one restarted by Ray, in a new process), so the groups are formed again with the
         replicas live then and the version is sent again (at most `PUBLISH_ATTEMPTS` times). A
         failure with the same replicas live stops the group."""
         self.version = self.version + 1 if version is None else version
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             members = () if fleet is None else fleet.members()
-            if self.receiver is None or members != self.members:
-                self._connect(members, fleet)
-            receiving = {} if fleet is None else fleet.receive_weights(members, self.version, self.epoch)
-            sending = self._submit("send_weights", [(self.version,)] * len(self.workers))
-            calls = [*receiving, *sending]
-            failure: tuple[int | None, Exception] | None = None
-            try:
-                received = self.receiver.receive(functools.partial(self._any_failed, calls))
-            except RuntimeError as error:  # gloo, or a call that failed: a member of the groups went away
-                received, failure = None, (None, error)
-            self._watch(calls)
-            failure = self._settle("send_weights", sending) or failure
+            received, receiving, failure = self._send(members, fleet)
             if failure is None:
                 break
             if fleet is not None:
@@ -242,8 +233,12 @@ class TrainerGroup:
         if fleet is not None:
             fleet.received(receiving, received, model)
 
-    def _connect(self, members: tuple[tuple[int, str], ...], fleet: RolloutFleet | None) -> None:
-        """Form the weight groups of a new epoch: every rank, the driver, and the member replicas."""
+    def _connect(
+        self, members: tuple[tuple[int, str], ...], fleet: RolloutFleet | None
+    ) -> tuple[dict[Any, int], tuple[int | None, Exception]] | None:
+        """Form the weight groups of a new epoch: every rank, the driver, and the member replicas.
+        None once formed; else the replicas' calls and the failure: a member never came (its call
+        failed: it died), and the formation was given up for everyone waiting in it."""
         import torch.distributed as dist
 
         if self.store is None:
@@ -251,13 +246,41 @@ class TrainerGroup:
         self.epoch += 1
         ranks, receivers = len(self.workers), 1 + len(members)
         address = self.ray.util.get_node_ip_address()
-        joining = None if fleet is None else fleet.join_weights(members, address, self.store.port, ranks, self.epoch)
+        joining = {} if fleet is None else fleet.join_weights(members, address, self.store.port, ranks, self.epoch)
         connecting = self._submit("connect_weights", [(address, self.store.port, receivers, self.epoch)] * ranks)
-        self.receiver = BroadcastReceiver(self.store, 0, ranks, receivers, backend="gloo", epoch=self.epoch)
+        calls = [*joining, *connecting]
+        try:
+            self.receiver = BroadcastReceiver(
+                self.store, 0, ranks, receivers, "gloo", self.epoch, functools.partial(self._any_failed, calls)
+            )
+        except TransferAbandoned as error:
+            self._watch(calls)
+            return joining, self._settle("connect_weights", connecting) or (None, error)
         self._wait("connect_weights", connecting)
         if fleet is not None:
             fleet.joined(joining)
         self.members = members
+        return None
+
+    def _send(
+        self, members: tuple[tuple[int, str], ...], fleet: RolloutFleet | None
+    ) -> tuple[Version | None, dict[Any, int], tuple[int | None, Exception] | None]:
+        """One try at sending the version to the driver and `members` (forming their groups first
+        when they changed): what the driver received, the members' calls, and the first failure."""
+        if self.receiver is None or members != self.members:
+            broken = self._connect(members, fleet)
+            if broken is not None:
+                return None, *broken
+        receiving = {} if fleet is None else fleet.receive_weights(members, self.version, self.epoch)
+        sending = self._submit("send_weights", [(self.version,)] * len(self.workers))
+        calls = [*receiving, *sending]
+        received, failure = None, None
+        try:
+            received = self.receiver.receive(functools.partial(self._any_failed, calls))
+        except RuntimeError as error:  # gloo, or a call that failed: a member of the groups went away
+            failure = (None, error)
+        self._watch(calls)
+        return received, receiving, self._settle("send_weights", sending) or failure
 
     def spans(self) -> list[Span]:
         """Every rank's update spans since the last call."""

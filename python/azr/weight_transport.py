@@ -243,18 +243,47 @@ class _Group:
     when CUDA is here). Gloo is the choice when two members share a GPU (the driver's engine and
     trainer rank 0), which NCCL refuses."""
 
-    def __init__(self, store: dist.Store, epoch: int, name: str, rank: int, size: int, backend: str) -> None:
+    def __init__(
+        self,
+        store: dist.Store,
+        epoch: int,
+        name: str,
+        rank: int,
+        size: int,
+        backend: str,
+        failed: Callable[[], bool] | None = None,
+    ) -> None:
         if backend not in ("auto", "nccl", "gloo"):
             raise ValueError(f"backend must be auto, nccl or gloo, got {backend!r}")
         nccl = backend == "nccl" or (backend == "auto" and torch.cuda.is_available())
         prefixed = dist.PrefixStore(f"azr-weights/{epoch}/{name}", store)
         self.store, self.epoch = store, epoch
+        self._arrive(prefixed, rank, size, failed)
         if nccl:
             self.device: torch.device | None = torch.device("cuda", torch.cuda.current_device())
             self.group = dist.ProcessGroupNCCL(prefixed, rank, size)
         else:
             self.device = None
             self.group = dist.ProcessGroupGloo(prefixed, rank, size, TIMEOUT)
+
+    def _arrive(self, prefixed: dist.Store, rank: int, size: int, failed: Callable[[], bool] | None) -> None:
+        """Wait until every member has come to form the group. The backend's own rendezvous cannot be
+        stopped: a member that died before it came would hold the others there until TIMEOUT. Here
+        they stop when the epoch was given up or `failed()` says so (`TransferAbandoned`)."""
+        prefixed.set(f"arrived/{rank}", "1")
+        everyone = [f"arrived/{member}" for member in range(size)]
+        deadline = time.monotonic() + TIMEOUT.total_seconds()
+        while not prefixed.check(everyone):
+            self._stop_if_given_up(failed)
+            if time.monotonic() > deadline:
+                absent = [member for member, key in enumerate(everyone) if not prefixed.check([key])]
+                raise TimeoutError(f"weight group members {absent} never came (epoch {self.epoch})")
+            time.sleep(POLL.total_seconds())
+
+    def _stop_if_given_up(self, failed: Callable[[], bool] | None) -> None:
+        if self.store.check([_abandoned_key(self.epoch)]) or (failed is not None and failed()):
+            abandon(self.store, self.epoch)
+            raise TransferAbandoned(f"the weight transfer of epoch {self.epoch} was given up")
 
     def broadcast(self, tensor: torch.Tensor, failed: Callable[[], bool] | None = None) -> None:
         """Member 0's `tensor` into every member's (a CPU tensor; staged through the GPU for NCCL).
@@ -281,9 +310,11 @@ class _Group:
                     except RuntimeError:  # it failed here: the members it leaves blocked must stop too
                         self.abandon()
                         raise
-            if self.store.check([_abandoned_key(self.epoch)]) or (failed is not None and failed()):
-                self.abandon()
-                raise TransferAbandoned(f"the weight transfer of epoch {self.epoch} was given up")
+            try:
+                self._stop_if_given_up(failed)
+            except TransferAbandoned:
+                _ABANDONED.append(self.group)  # its operation is pending: dropping it would block
+                raise
 
     def abandon(self) -> None:
         """Give this epoch's transfer up, for every member (this one's operation may be pending)."""
@@ -349,12 +380,20 @@ class BroadcastReceiver:
     """A replica's side of `broadcast`: member `replica + 1` of every trainer rank's group."""
 
     def __init__(
-        self, store: dist.Store, replica: int, ranks: int, replicas: int, backend: str = "auto", epoch: int = 0
+        self,
+        store: dist.Store,
+        replica: int,
+        ranks: int,
+        replicas: int,
+        backend: str = "auto",
+        epoch: int = 0,
+        failed: Callable[[], bool] | None = None,
     ):
+        """`failed()`, asked while the groups form: whether a member will never come (see `receive`)."""
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is not in 0..{replicas - 1}")
         self.groups = [
-            _Group(store, epoch, f"trainer-{rank}", replica + 1, replicas + 1, backend) for rank in range(ranks)
+            _Group(store, epoch, f"trainer-{rank}", replica + 1, replicas + 1, backend, failed) for rank in range(ranks)
         ]
 
     def receive(self, failed: Callable[[], bool] | None = None) -> Version:
