@@ -3,6 +3,7 @@ grammars, on the smoke preset's proposer prompts, in one run (the ratio is the o
 
     python -m azr.bench.guided                      # SmolLM2-135M (shipped offline), CPU
     python -m azr.bench.guided --prompts 24 --reps 3
+    python -m azr.bench.guided --model tiny-qwen2    # a random two-layer model: the HF engine only, instant
 
 Each row is the median of `--reps` interleaved runs; guided runs use the task-role grammars of
 `azr.guided` (grammar compilation is warmed up first: it happens once per grammar and tokenizer).
@@ -42,13 +43,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m azr.bench.guided", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--model", help="checkpoint directory, Hub id or tiny-qwen2 (default: the smoke preset's)")
     parser.add_argument("--prompts", type=int, default=24, help="prompts per generate call")
     parser.add_argument("--reps", type=int, default=3, help="interleaved runs per row (the median is shown)")
     args = parser.parse_args(argv)
     if args.prompts < 1 or args.reps < 1:
         parser.error("--prompts and --reps must be positive")
 
-    config = load_config("smoke")
+    config = load_config("smoke", overrides=[f"model={args.model}"] if args.model else [])
     policy = load_policy(config.model, seed=config.seed)
     hf = HFEngine(policy.model, policy.tokenizer, batch_size=config.generation_batch_size)
     with tempfile.TemporaryDirectory() as out:
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     print(
         f"{len(prompts)} proposer prompts (deduction, abduction, induction), up to {config.max_response_tokens} "
-        f"new tokens, SmolLM2-135M, temperature 1; median of {args.reps} interleaved runs"
+        f"new tokens, {config.model}, temperature 1; median of {args.reps} interleaved runs"
     )
     print()
     print("| engine | decoding | tokens/s | guided ÷ free | formatted |")
