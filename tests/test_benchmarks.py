@@ -75,6 +75,7 @@ def test_cluster_benchmark_compares_the_schedules() -> None:
     rows = (
         "| fleet |",
         "| fleet, async (max_staleness=2) |",
+        "| fleet, async (max_staleness=2), steps overlapped |",
         "| fleet, 2 phases |",
         "| round-robin |",
         "| reference (9 barriers) |",

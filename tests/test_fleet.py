@@ -89,6 +89,34 @@ def test_follow_ups_are_dispatched_as_verdicts_come_in(fleet: RolloutFleet) -> N
     assert all(r.completion is not None and r.parsed is not None for r in first)
 
 
+def test_a_call_submitted_during_another_fills_its_tail(fleet: RolloutFleet) -> None:
+    """Calls overlap: `on_drained` is asked once nothing of the first call is left to dispatch, and
+    the call it submits goes out to the replicas while the first one's last chunks still run; both
+    are answered once each, as the same weights answer them in this process."""
+    first = [Rollout(Role.SOLVE, TaskType.DEDUCTION, p, subject=IDENTITY_TRIPLET) for p in PROMPTS[:6]]
+    second = [Rollout(Role.SOLVE, TaskType.DEDUCTION, p + " #", subject=IDENTITY_TRIPLET) for p in PROMPTS[:6]]
+    opened = []
+
+    def open_second() -> bool:
+        assert not fleet.queue, "asked while the first call still had work to dispatch"
+        if opened:
+            return False
+        opened.append(fleet.submit_and_check(second, GREEDY, check_answer))
+        return True
+
+    fleet.take_stats()
+    fleet.finish(fleet.submit_and_check(first, GREEDY, check_answer), on_drained=open_second)
+    [call] = opened
+    assert all(r.completion is not None for r in first)
+    # The second call's chunks went out before the first call ended.
+    assert call.done > 0 or any(chunk.call is call for chunk in fleet.running.values()), call
+    fleet.finish(call)
+    assert not fleet.queue and not fleet.running
+    assert sum(s.requests for s in fleet.take_stats()) == len(first + second), "every rollout answered once"
+    expected = reference(tiny_qwen2(seed=CONFIG.seed).model, [r.prompt for r in first + second])
+    assert [r.completion.token_ids for r in first + second] == expected
+
+
 def test_new_weights_reach_every_replica_a_restarted_one_too(fleet: RolloutFleet) -> None:
     import ray
 
@@ -449,6 +477,52 @@ def test_async_under_a_ten_times_slower_replica(tmp_path, transport: dict) -> No
     assert requests[1] < requests[0] and (requests[1] > 0 or backups[0] > 0), (requests, backups)
 
 
+def test_overlapped_steps_open_during_the_last_ones_tail(tmp_path) -> None:
+    """overlap_steps: once nothing of a step is left to dispatch and every proposal has its verdict,
+    the next step opens and its work runs beside the step's last completions; no trained sample is
+    over 2 versions old. A step opens early only while at most max_staleness - 1 updates are
+    unfinished, and never before every proposal is settled; a step that drains opens nothing."""
+    run, trained = async_run(tmp_path, RolloutReplica, overlap_steps=True)
+    generate = run.generate_and_check
+    running_at_end: list[int] = []
+
+    def recording(*args, **kwargs) -> None:
+        generate(*args, **kwargs)
+        if run.next_step is not None:  # what of the next step had gone out when this one's ended
+            assert run.next_step.round is not None
+            call = run.next_step.round.call
+            running_at_end.append(call.done + sum(c.call is call for c in run.engine.running.values()))
+
+    run.generate_and_check = recording
+    try:
+        steps = [run.step() for _ in range(2)] + [run.step(drain=True)]
+        assert run.next_step is None, "a step that drains for a checkpoint opened the next one"
+        # The room rule, on the run's own fleet: two unfinished updates (max_staleness=2) keep the
+        # next step closed; with one it opens; an unsettled proposal keeps it closed.
+        current = run._open_step()
+        current.plan.unsettled = 0
+        release = threading.Event()
+        run.in_flight.extend(run._updater.submit(release.wait) for _ in range(2))
+        assert not run._open_next_step(current) and run.next_step is None
+        release.set()
+        run.in_flight.popleft().result()
+        run.in_flight.popleft().result()
+        current.plan.unsettled = 1
+        assert not run._open_next_step(current) and run.next_step is None
+        current.plan.unsettled = 0
+        assert run._open_next_step(current) and run.next_step is not None
+        run.generate_and_check(run.next_step.round, "rollout", run.check, PhaseTimes())
+    finally:
+        run.engine.shutdown()
+    assert steps[0]["pipeline/opened_early"] == 0
+    assert sum(s["pipeline/opened_early"] for s in steps) >= 1, steps
+    assert running_at_end and max(running_at_end) > 0, running_at_end
+    assert len(trained) == 3 and run.version == 3
+    lags = [version - sample for version, versions in trained for sample in versions]
+    assert lags and 0 <= min(lags) and max(lags) <= 2, trained
+    assert all(r.completion is not None for r in run.next_step.rollouts)
+
+
 def test_async_waits_for_a_slow_trainer_at_max_staleness(tmp_path) -> None:
     """With updates far slower than generation the run goes ahead by `max_staleness` steps and no
     further: samples reach exactly 2 versions old, never 3, and the driver waits for room."""
@@ -496,3 +570,5 @@ def test_pipelines_need_replicas_and_staleness_at_least_one() -> None:
             dataclasses.replace(load_config("smoke"), pipeline=pipeline)
     with pytest.raises(ValueError, match="max_staleness"):
         dataclasses.replace(CONFIG, pipeline="async", max_staleness=0)
+    with pytest.raises(ValueError, match=r"overlap_steps .* needs pipeline=async"):
+        dataclasses.replace(CONFIG, pipeline="one-step-off", overlap_steps=True)

@@ -103,6 +103,11 @@ class SelfPlayConfig:
     # rollout_replicas ≥ 1, whose weights are their own.
     pipeline: Literal["sync", "one-step-off", "async"] = "sync"
     max_staleness: int = 2
+    # With pipeline=async: the next step's proposals start while this step's longest completions still
+    # generate (once nothing of this step is left to dispatch and every proposal has its verdict), so
+    # a step's tail no longer idles the replicas. Its samples stay within max_staleness (a step starts
+    # early only while at most max_staleness - 1 updates are unfinished).
+    overlap_steps: bool = False
     # How new weights reach the rollout replicas: "object-store" (the driver puts one copy in Ray's
     # object store, every replica reads it) or "broadcast" (every trainer rank sends its own shards
     # straight to the driver and the replicas over gloo groups, `azr.weight_transport`: no gathered
@@ -186,6 +191,11 @@ class SelfPlayConfig:
                 "weight_transport=broadcast sends from the trainer workers' ranks to the rollout replicas: it needs "
                 f"trainer_workers >= 1 and rollout_replicas >= 1 (got {self.trainer_workers} and "
                 f"{self.rollout_replicas}); without them the weights never leave this process's reach"
+            )
+        if self.overlap_steps and self.pipeline != "async":
+            raise ValueError(
+                f"overlap_steps starts a step before the last one's samples are trained: it needs pipeline=async "
+                f"(got pipeline={self.pipeline})"
             )
         if self.max_staleness < 1:
             raise ValueError(f"max_staleness must be at least 1 (0 is pipeline=sync), got {self.max_staleness}")

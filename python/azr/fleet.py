@@ -7,6 +7,9 @@ an engine in the driver.
     fleet.generate_and_check(rollouts, params, make_check)   # each checked where it was generated
     fleet.generate_and_check(rollouts, params, make_check, follow_up=more)   # ... and what each
                                                 # verdict calls for, dispatched as it comes in
+    call = fleet.submit_and_check(rollouts, params, make_check)   # queued, not waited for ...
+    fleet.finish(call, on_drained=open_more)    # ... until it is answered; other calls' chunks go
+                                                # out meanwhile, and `open_more` may submit one
     fleet.sync_weights(model)                   # every replica samples from `model`'s weights next
     fleet.publish(weights, version)             # ... from its next chunk on, without waiting
 
@@ -20,9 +23,13 @@ a chunk only when it would still finish it first. A replica not measured yet (or
 Completions stream back chunk by chunk, as each finishes. Once nothing is left to dispatch, a chunk
 that has run `LATE_AFTER` times as long as chunks usually take (a straggler's, before it is known)
 is copied to an idle replica, and the first copy to answer is delivered (the other's answer is
-dropped): the call does not wait for the straggler. A replica that dies mid-phase (killed, out
-of memory) is restarted by Ray; its chunk goes back to the queue for any replica, the restarted one
-is given the current weights before it gets work again, and every prompt is answered exactly once.
+dropped): the call does not wait for the straggler. Calls may overlap: the chunks of every call
+submitted and not finished share one queue, and whichever call the driver waits for dispatches and
+delivers them all, so the next step's work can fill the replicas a step's longest completions leave
+idle (`overlap_steps`; `finish`'s `on_drained` is asked when nothing is left to dispatch). A
+replica that dies mid-phase (killed, out of memory) is restarted by Ray; its chunk goes back to the
+queue for any replica, the restarted one is given the current weights before it gets work again,
+and every prompt is answered exactly once.
 
 Weights travel through Ray's object store by default: one copy put by the driver, read by every
 replica. With `weight_transport=broadcast` they go from the trainer ranks straight to the replicas
@@ -291,7 +298,28 @@ class ReplicaStats:
 
 
 @dataclass
+class FleetCall:
+    """One call's work (`RolloutFleet.submit_and_check`): its prompts, which grow as its verdicts
+    call for more, how a replica is asked for a chunk of them, and what is done with each answer."""
+
+    prompts: list[str]
+    max_new_tokens: int
+    guides: list[str] | None
+    ask: Callable[[Any, int, list[int], list[str] | None], Any]
+    deliver: Callable[[int, Any, int | None], None]
+    progress: ProgressCallback | None
+    queued: int = 0  # prompts cut into chunks so far
+    unanswered: set[int] = field(default_factory=set)  # keys of its chunks no copy has answered
+    done: int = 0  # requests answered
+
+    @property
+    def finished(self) -> bool:
+        return not self.unanswered
+
+
+@dataclass
 class _Chunk:
+    call: FleetCall
     indices: list[int]
     cost: int
     seed: int
@@ -360,6 +388,10 @@ class RolloutFleet:
         # The latest weights. Replaced whole, so a `publish` from another thread (the updater) is
         # seen whole by the dispatcher.
         self.latest: _Latest | None = None
+        # Chunks waiting for a replica, and the ones running (by their Ray reference), of every call
+        # not finished: a call's chunks may still run when the driver waits for a later call.
+        self.queue: deque[_Chunk] = deque()
+        self.running: dict[Any, _Chunk] = {}
         # Copies still running whose twin answered first: their replicas are busy until they end.
         self.abandoned: dict[Any, _Chunk] = {}
 
@@ -391,7 +423,7 @@ class RolloutFleet:
     ) -> list[Completion]:
         check_guides(prompts, guides)
 
-        def call(actor: Any, seed: int, indices: list[int], chunk_guides: list[str] | None) -> Any:
+        def ask(actor: Any, seed: int, indices: list[int], chunk_guides: list[str] | None) -> Any:
             return actor.generate.remote(seed, [prompts[i] for i in indices], params, chunk_guides)
 
         results: list[Completion | None] = [None] * len(prompts)
@@ -402,10 +434,23 @@ class RolloutFleet:
             if on_completion is not None:
                 on_completion(index, completion)
 
-        self._run(list(prompts), params.max_new_tokens, guides, call, deliver, progress)
+        guides = None if guides is None else list(guides)
+        self.finish(self._submit(FleetCall(list(prompts), params.max_new_tokens, guides, ask, deliver, progress)))
         return [r for r in results if r is not None]
 
     def generate_and_check(
+        self,
+        rollouts: Sequence[Any],
+        params: SamplingParams,
+        make_check: Callable[[Any], Check | None],
+        *,
+        on_drained: Callable[[], bool] | None = None,
+        **options: Any,
+    ) -> None:
+        """`submit_and_check` (with its `options`), then `finish` (with `on_drained`)."""
+        self.finish(self.submit_and_check(rollouts, params, make_check, **options), on_drained=on_drained)
+
+    def submit_and_check(
         self,
         rollouts: Sequence[Any],
         params: SamplingParams,
@@ -415,17 +460,17 @@ class RolloutFleet:
         on_completion: CompletionCallback | None = None,
         guide: Callable[[Any], str] | None = None,
         follow_up: Callable[[Any], list[Any]] | None = None,
-    ) -> None:
+    ) -> FleetCall:
         """Generate every rollout's completion and check it on the replica that generated it (its
         node's executor); each rollout gets its completion, parse and check with outcomes. As each
         verdict comes in, `follow_up(rollout)` may return more rollouts: they are dispatched in the
         same call (numbered after the ones before them, for `on_completion`), while the others
-        still generate."""
+        still generate. Queued, not waited for: `finish(call)` waits. Its chunks go out, and its
+        answers are delivered, whenever the driver waits for any call."""
         work = list(rollouts)
-        prompts = [r.prompt for r in work]
         guides = None if guide is None else [guide(r) for r in work]
 
-        def call(actor: Any, seed: int, indices: list[int], chunk_guides: list[str] | None) -> Any:
+        def ask(actor: Any, seed: int, indices: list[int], chunk_guides: list[str] | None) -> Any:
             chunk = [work[i] for i in indices]
             return actor.generate_and_check.remote(seed, chunk, params, chunk_guides, make_check)
 
@@ -437,11 +482,12 @@ class RolloutFleet:
                 on_completion(index, rollout.completion)
             for extra in [] if follow_up is None else follow_up(rollout):
                 work.append(extra)
-                prompts.append(extra.prompt)
+                call.prompts.append(extra.prompt)
                 if guide is not None and guides is not None:
                     guides.append(guide(extra))
 
-        self._run(prompts, params.max_new_tokens, guides, call, deliver, progress)
+        call = FleetCall([r.prompt for r in work], params.max_new_tokens, guides, ask, deliver, progress)
+        return self._submit(call)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Every live replica samples from `model`'s weights (the next policy version) next, checked
@@ -593,81 +639,89 @@ class RolloutFleet:
 
         remove_placement_group(self.group)
 
-    def _run(
-        self,
-        prompts: list[str],
-        max_new_tokens: int,
-        guides: Sequence[str] | None,
-        call: Callable[[Any, int, list[int], list[str] | None], Any],
-        deliver: Callable[[int, Any, int | None], None],
-        progress: ProgressCallback | None,
-    ) -> None:
-        """Cut the prompts into chunks, keep every replica fed by load (`_dispatch`), copy late
-        chunks to idle replicas once nothing is queued (`_back_up`), hand each chunk's results to
-        `deliver` from whichever copy answers first, and re-queue the chunks of a replica that
-        died (unless another copy still runs). `deliver` may append to `prompts` (and `guides`):
-        those are dispatched too."""
-        queue: deque[_Chunk] = deque()
-        queued = 0
+    def finish(self, call: FleetCall, *, on_drained: Callable[[], bool] | None = None) -> None:
+        """Keep every replica fed by load (`_dispatch`), copy late chunks to idle replicas once
+        nothing is queued (`_back_up`) and hand each chunk's results to its call from whichever copy
+        answers first, until every request of `call` (and every follow-up its answers added) is
+        answered. The chunks of other calls submitted meanwhile go out and are delivered too: a
+        call may outlast the one it was submitted during. `on_drained()` is asked whenever nothing
+        is queued, only running chunks left: it may submit more work (and return True), which then
+        fills the replicas this call's tail would leave idle. A call that fails leaves nothing
+        behind: its chunks leave the queue, and the ones running are dropped when they end."""
+        try:
+            while not call.finished:
+                self._reap()
+                while self.queue and self._dispatch():
+                    pass
+                if not self.queue and on_drained is not None and on_drained():
+                    continue
+                if not self.queue:
+                    self._back_up()
+                if not self.running and self.abandoned:  # every replica that could take work runs a dropped copy
+                    self.ray.wait(list(self.abandoned), num_returns=1)
+                    continue
+                if not self.running:
+                    raise FleetError(
+                        f"every rollout replica is gone ({self._describe()}); {len(self.queue)} chunks unanswered"
+                    )
+                ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=None if self.queue else LATE_POLL_S)
+                if ready:
+                    self._answer(ready[0])
+        finally:
+            # Once finished, what is left of it are copies whose twin answered first: they keep their
+            # replicas busy until they end.
+            self.queue = deque(chunk for chunk in self.queue if chunk.call is not call)
+            for ref, chunk in list(self.running.items()):
+                if chunk.call is call:
+                    self.abandoned[ref] = self.running.pop(ref)
 
-        def enqueue() -> None:
-            # Outstanding tokens are estimated from characters (about four per token) plus the most
-            # a completion may add: dispatch needs an order of magnitude, not a tokenizer round trip.
-            nonlocal queued
-            costs = {i: len(prompts[i]) // 4 + max_new_tokens for i in range(queued, len(prompts))}
-            order = sorted(costs, key=lambda i: -costs[i])
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                queue.append(_Chunk(batch, sum(costs[i] for i in batch), self._draw()))
-            queued = len(prompts)
+    def _submit(self, call: FleetCall) -> FleetCall:
+        self._enqueue(call)
+        return call
 
-        enqueue()
-        running: dict[Any, _Chunk] = {}
-        answered: set[int] = set()  # keys of the chunks answered
-        done = 0
-        while queue or any(c.key not in answered for c in running.values()):
-            self._reap()
-            while queue and self._dispatch(queue, running, guides, call):
-                pass
-            if not queue:
-                self._back_up(running, answered, guides, call)
-            if not running and self.abandoned:  # every replica that could take work runs a dropped copy
-                self.ray.wait(list(self.abandoned), num_returns=1)
-                continue
-            if not running:
-                raise FleetError(f"every rollout replica is gone ({self._describe()}); {len(queue)} chunks unanswered")
-            ready, _ = self.ray.wait(list(running), num_returns=1, timeout=None if queue else LATE_POLL_S)
-            if not ready:
-                continue
-            chunk = running.pop(ready[0])
-            replica = self.replicas[chunk.replica]
-            replica.outstanding -= chunk.cost
-            replica.chunks -= 1
-            failure: Exception | None = None
-            try:
-                version, answers = self.ray.get(ready[0])
-            except self.ray.exceptions.RayActorError as error:
-                failure, version, answers = error, None, None
-            if answers is None or (version is None and self.latest is not None):
-                # It died, or it restarted since it was given weights (its chunk sampled its fresh load).
-                twin_running = any(c.key == chunk.key for c in running.values())
-                self._lost(chunk, queue if chunk.key not in answered and not twin_running else None, failure)
-                continue
-            replica.restarted = False
-            if chunk.key in answered:  # its twin answered first
-                self._measured(replica, chunk, answers)
-                continue
-            answered.add(chunk.key)
-            for index, answer in zip(chunk.indices, answers, strict=True):
-                deliver(index, answer, version)
-            enqueue()
-            replica.stats.requests += len(chunk.indices)
-            replica.stats.tokens += self._measured(replica, chunk, answers)
-            done += len(chunk.indices)
-            if progress is not None:
-                progress(done, len(prompts))
-        # Copies whose twin answered: they keep their replicas busy until they end.
-        self.abandoned.update(running)
+    def _enqueue(self, call: FleetCall) -> None:
+        """Cut the call's prompts not queued yet into chunks, longest first. Outstanding tokens are
+        estimated from characters (about four per token) plus the most a completion may add:
+        dispatch needs an order of magnitude, not a tokenizer round trip."""
+        costs = {i: len(call.prompts[i]) // 4 + call.max_new_tokens for i in range(call.queued, len(call.prompts))}
+        order = sorted(costs, key=lambda i: -costs[i])
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            chunk = _Chunk(call, batch, sum(costs[i] for i in batch), self._draw())
+            self.queue.append(chunk)
+            call.unanswered.add(chunk.key)
+        call.queued = len(call.prompts)
+
+    def _answer(self, ref: Any) -> None:
+        """A running chunk ended: deliver its answers to its call (unless its twin answered first),
+        or re-queue it when its replica died (unless another copy of it still runs)."""
+        chunk = self.running.pop(ref)
+        call, replica = chunk.call, self.replicas[chunk.replica]
+        replica.outstanding -= chunk.cost
+        replica.chunks -= 1
+        failure: Exception | None = None
+        try:
+            version, answers = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as error:
+            failure, version, answers = error, None, None
+        if answers is None or (version is None and self.latest is not None):
+            # It died, or it restarted since it was given weights (its chunk sampled its fresh load).
+            twin_running = any(c.call is call and c.key == chunk.key for c in self.running.values())
+            self._lost(chunk, chunk.key in call.unanswered and not twin_running, failure)
+            return
+        replica.restarted = False
+        if chunk.key not in call.unanswered:  # its twin answered first
+            self._measured(replica, chunk, answers)
+            return
+        call.unanswered.discard(chunk.key)
+        for index, answer in zip(chunk.indices, answers, strict=True):
+            call.deliver(index, answer, version)
+        self._enqueue(call)
+        replica.stats.requests += len(chunk.indices)
+        replica.stats.tokens += self._measured(replica, chunk, answers)
+        call.done += len(chunk.indices)
+        if call.progress is not None:
+            call.progress(call.done, len(call.prompts))
 
     def _draw(self) -> int:
         self.draws += 1
@@ -679,35 +733,23 @@ class RolloutFleet:
         usual = sum(known) / len(known) if known else 1.0
         return {i: r.rate if r.trusted(now) else usual for i, r in enumerate(self.replicas) if r.alive}
 
-    def _dispatch(
-        self,
-        queue: deque[_Chunk],
-        running: dict[Any, _Chunk],
-        guides: Sequence[str] | None,
-        call: Callable[[Any, int, list[int], list[str] | None], Any],
-    ) -> bool:
-        """Send the next chunk to the live replica that would finish it first (outstanding tokens
-        and the chunk's, over its rate). False when that replica holds all it may: waiting for it
-        beats giving the chunk to a slower one."""
+    def _dispatch(self) -> bool:
+        """Send the next queued chunk to the live replica that would finish it first (outstanding
+        tokens and the chunk's, over its rate). False when that replica holds all it may: waiting
+        for it beats giving the chunk to a slower one."""
         now = time.perf_counter()
         rates = self._rates(now)
         if not rates:
             return False
-        cost = queue[0].cost
+        cost = self.queue[0].cost
         index = min(rates, key=lambda i: ((self.replicas[i].outstanding + cost) / rates[i], i))
         replica = self.replicas[index]
         if replica.chunks >= (CHUNKS_PER_REPLICA if replica.trusted(now) else 1):
             return False
-        self._send(index, queue.popleft(), running, guides, call)
+        self._send(index, self.queue.popleft())
         return True
 
-    def _back_up(
-        self,
-        running: dict[Any, _Chunk],
-        answered: set[int],
-        guides: Sequence[str] | None,
-        call: Callable[[Any, int, list[int], list[str] | None], Any],
-    ) -> None:
+    def _back_up(self) -> None:
         """With nothing queued, give the oldest late chunk (running `LATE_AFTER` times as long as
         chunks usually take, with no copy yet, on a replica `BACKUP_SPEEDUP` times slower or not
         measured) to the fastest idle replica, as a backup. Usually: the lower median of the
@@ -720,28 +762,22 @@ class RolloutFleet:
             return
         usual = durations[(len(durations) - 1) // 2]
         index = max(idle, key=lambda i: (rates[i], -i))
+        copied = {(id(c.call), c.key) for c in self.running.values() if c.backup}
 
         def worth_copying(chunk: _Chunk) -> bool:
             holder = self.replicas[chunk.replica]
             slower = not holder.trusted(now) or holder.rate * BACKUP_SPEEDUP <= rates[index]
-            return slower and now - chunk.sent > LATE_AFTER * usual and chunk.key not in answered | copied
+            unanswered = chunk.key in chunk.call.unanswered and (id(chunk.call), chunk.key) not in copied
+            return slower and now - chunk.sent > LATE_AFTER * usual and unanswered
 
-        copied = {c.key for c in running.values() if c.backup}
-        late = [c for c in running.values() if worth_copying(c)]
+        late = [c for c in self.running.values() if worth_copying(c)]
         if not late:
             return
         chunk = min(late, key=lambda c: c.sent)
         self.replicas[index].stats.backups += 1
-        self._send(index, _Chunk(chunk.indices, chunk.cost, chunk.seed, backup=True), running, guides, call)
+        self._send(index, _Chunk(chunk.call, chunk.indices, chunk.cost, chunk.seed, backup=True))
 
-    def _send(
-        self,
-        index: int,
-        chunk: _Chunk,
-        running: dict[Any, _Chunk],
-        guides: Sequence[str] | None,
-        call: Callable[[Any, int, list[int], list[str] | None], Any],
-    ) -> None:
+    def _send(self, index: int, chunk: _Chunk) -> None:
         """`chunk` to replica `index`, preceded by the latest weights if it lacks them."""
         replica = self.replicas[index]
         latest = self.latest
@@ -753,8 +789,9 @@ class RolloutFleet:
         chunk.replica, chunk.sent = index, time.perf_counter()
         replica.outstanding += chunk.cost
         replica.chunks += 1
+        guides = chunk.call.guides
         chunk_guides = None if guides is None else [guides[i] for i in chunk.indices]
-        running[call(replica.actor, chunk.seed, chunk.indices, chunk_guides)] = chunk
+        self.running[chunk.call.ask(replica.actor, chunk.seed, chunk.indices, chunk_guides)] = chunk
 
     def _measured(self, replica: _Replica, chunk: _Chunk, answers: Sequence[Any]) -> int:
         """Fold a finished chunk into its replica's rate and usual chunk duration; returns the
@@ -779,16 +816,18 @@ class RolloutFleet:
             try:
                 self._measured(replica, chunk, self.ray.get(ref)[1])
             except self.ray.exceptions.RayActorError as error:
-                self._lost(chunk, None, error)
+                self._lost(chunk, False, error)
+            except self.ray.exceptions.RayTaskError:
+                pass  # a dropped copy's failure: its call is over
 
-    def _lost(self, chunk: _Chunk, requeue_to: deque[_Chunk] | None, error: Exception | None) -> None:
+    def _lost(self, chunk: _Chunk, requeue: bool, error: Exception | None) -> None:
         """A replica failed holding `chunk` (`error`; None: it answered from its fresh load, having
-        restarted unnoticed): the chunk goes back to the front of `requeue_to`, or nowhere (None)
-        when it was answered or another copy of it still runs."""
+        restarted unnoticed): the chunk goes back to the front of the queue when `requeue` (not
+        when it was answered or another copy of it still runs)."""
         self._failed(chunk.replica, error)
-        if requeue_to is not None:
+        if requeue:
             chunk.replica, chunk.backup = -1, False
-            requeue_to.appendleft(chunk)
+            self.queue.appendleft(chunk)
 
     def _failed(self, index: int, error: Exception | None) -> None:
         """Replica `index` died (`error`) or restarted: Ray restarts it, unless it is gone for good

@@ -28,6 +28,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from azr import prompts
 from azr.advantages import task_relative_advantages
@@ -205,6 +206,7 @@ class SolverPlan:
         # whatever order the verdicts came in.
         self.planned: list[tuple[tuple[int, int, int], Rollout]] = []
         self.from_buffer = 0
+        self.unsettled = len(proposals)  # proposals whose verdict has not been followed up yet
 
     def opening(self) -> list[Rollout]:
         """The buffer's solver tasks for the places no proposal holds: they can start at once."""
@@ -220,6 +222,7 @@ class SolverPlan:
         when it is valid, else a task from the buffer in its place; nothing for an answer."""
         if rollout.role is not Role.PROPOSE:
             return []
+        self.unsettled -= 1
         accept_proposal(rollout, self.settings, self.fits)
         if rollout.new_task is None:
             return self._buffer(rollout.task)
@@ -265,10 +268,22 @@ class PhaseTimes:
     executor: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
+@dataclass
+class ReplicaRound:
+    """A round submitted to rollout replicas (`start_on_replicas`) and not waited for yet: its
+    rollouts, those with the follow-ups their verdicts added so far (numbered as the engine numbers
+    them), the ids of the rollouts followed up, and the fleet's call."""
+
+    rollouts: list[Rollout]
+    work: list[Rollout]
+    followed: set[int]
+    call: Any
+
+
 def generate_and_check(
     engine: RolloutEngine,
     executor: ExecutorProtocol,
-    rollouts: Sequence[Rollout],
+    rollouts: Sequence[Rollout] | ReplicaRound,
     sampling: SamplingParams,
     make_check: Callable[[Rollout], Check | None],
     times: PhaseTimes,
@@ -278,6 +293,7 @@ def generate_and_check(
     guide: Callable[[Rollout], str] | None = None,
     timeline: Timeline | None = None,
     follow_up: Callable[[Rollout], list[Rollout]] | None = None,
+    on_drained: Callable[[], bool] | None = None,
 ) -> list[Rollout]:
     """Generate every rollout (each constrained to `guide(rollout)`, its format grammar, when
     given), handing each completion's check to the executor as soon as it is ready — or, with
@@ -285,26 +301,35 @@ def generate_and_check(
     the rollouts a rollout's verdict calls for; they are generated and checked too, and their own
     follow-ups, until none is left: on rollout replicas as each verdict comes in, while the rest
     still generate; on an engine here, in a next round (its generate call takes a fixed batch).
+    `rollouts` may be a round already started on the replicas (`start_on_replicas`, with the same
+    `follow_up`): its first round is then waited for. `on_drained`: `RolloutFleet.finish`'s.
     Returns every rollout generated, follow-ups included. Checks the executor failed on are run
     once more; those that fail again stay undecided (counted in `executor/internal`), and a round
     where every check failed stops the run."""
     generated: list[Rollout] = []
-    pending = list(rollouts)
+    started = rollouts if isinstance(rollouts, ReplicaRound) else None
+    pending = list(rollouts.rollouts if isinstance(rollouts, ReplicaRound) else rollouts)
     while pending:
-        streamed, followed = _generate_round(
-            engine,
-            executor,
-            pending,
-            sampling,
-            make_check,
-            times,
-            phase,
-            progress,
-            guide,
-            timeline,
-            follow_up,
-            len(generated),
-        )
+        if started is None and hasattr(engine, "submit_and_check"):
+            started = start_on_replicas(
+                engine,
+                pending,
+                sampling,
+                make_check,
+                phase=phase,
+                progress=progress,
+                guide=guide,
+                timeline=timeline,
+                follow_up=follow_up,
+                numbered_from=len(generated),
+            )
+        if started is not None:
+            streamed, followed = finish_on_replicas(engine, started, times, on_drained)
+            started = None
+        else:
+            streamed, followed = _generate_here(
+                engine, executor, pending, sampling, make_check, times, progress, guide, timeline, phase, len(generated)
+            )
         done = pending + streamed
         _settle(executor, done, times, phase)
         generated += done
@@ -314,75 +339,106 @@ def generate_and_check(
     return generated
 
 
-def _generate_round(
+def start_on_replicas(
+    fleet: Any,
+    rollouts: Sequence[Rollout],
+    sampling: SamplingParams,
+    make_check: Callable[[Rollout], Check | None],
+    *,
+    phase: str,
+    progress: ProgressCallback | None = None,
+    guide: Callable[[Rollout], str] | None = None,
+    timeline: Timeline | None = None,
+    follow_up: Callable[[Rollout], list[Rollout]] | None = None,
+    numbered_from: int = 0,
+) -> ReplicaRound:
+    """Submit a round to the rollout replicas (`azr.fleet`), which check what they generate on their
+    own nodes; the follow-ups of each rollout whose verdict comes in decided join it. Its chunks
+    go out whenever the driver waits on the fleet, this round's or another's."""
+    work = list(rollouts)
+    followed: set[int] = set()
+
+    def stream(rollout: Rollout) -> list[Rollout]:
+        if follow_up is None or rollout.undecided:
+            return []
+        followed.add(id(rollout))
+        extra = follow_up(rollout)
+        work.extend(extra)
+        return extra
+
+    span = _request_spans(work, phase, timeline, numbered_from)
+    call = fleet.submit_and_check(
+        rollouts, sampling, make_check, progress=progress, on_completion=span, guide=guide, follow_up=stream
+    )
+    return ReplicaRound(list(rollouts), work, followed, call)
+
+
+def finish_on_replicas(
+    fleet: Any, started: ReplicaRound, times: PhaseTimes, on_drained: Callable[[], bool] | None = None
+) -> tuple[list[Rollout], set[int]]:
+    """Wait for a round on the replicas: returns the follow-ups it streamed, and the ids of the
+    rollouts they follow."""
+    waiting = time.perf_counter()
+    try:
+        fleet.finish(started.call, on_drained=on_drained)
+    finally:
+        times.seconds["generate"] += time.perf_counter() - waiting
+    times.executor["checked_on_replicas"] += sum(1 for r in started.work if r.check is not None)
+    return started.work[len(started.rollouts) :], started.followed
+
+
+def _request_spans(
+    work: list[Rollout], phase: str, timeline: Timeline | None, numbered_from: int
+) -> Callable[[int, Completion], None]:
+    """Records each request's span in the timeline, from now (the engine call) to its completion."""
+    submitted = time.time()
+
+    def span(index: int, completion: Completion) -> None:
+        if timeline is not None:
+            name = f"{work[index].role.value} {numbered_from + index}"
+            timeline.add("engine", name, submitted, time.time(), tokens=len(completion.token_ids), phase=phase)
+
+    return span
+
+
+def _generate_here(
     engine: RolloutEngine,
     executor: ExecutorProtocol,
     rollouts: list[Rollout],
     sampling: SamplingParams,
     make_check: Callable[[Rollout], Check | None],
     times: PhaseTimes,
-    phase: str,
     progress: ProgressCallback | None,
     guide: Callable[[Rollout], str] | None,
     timeline: Timeline | None,
-    follow_up: Callable[[Rollout], list[Rollout]] | None,
+    phase: str,
     numbered_from: int,
 ) -> tuple[list[Rollout], set[int]]:
-    """One engine call over `rollouts` (numbered from `numbered_from` in the timeline). On rollout
-    replicas the follow-ups of each rollout whose verdict came in decided join the call: returns
-    them, and the ids of the rollouts they follow."""
-    submitted = time.time()
+    """One call of an engine in this process over `rollouts`, each completion's check streamed to
+    the executor as it is ready; its follow-ups wait for the next round (none streamed)."""
     seconds = times.seconds
-    work = list(rollouts)  # numbered as the engine numbers them, follow-ups appended
-    followed: set[int] = set()
+    span = _request_spans(rollouts, phase, timeline, numbered_from)
+    stream_checks = CheckStream(executor, timeline)
 
-    def span(index: int, completion: Completion) -> None:
-        if timeline is not None:  # a request spans from the engine call to its completion
-            name = f"{work[index].role.value} {numbered_from + index}"
-            timeline.add("engine", name, submitted, time.time(), tokens=len(completion.token_ids), phase=phase)
+    def ready(index: int, completion: Completion) -> None:
+        rollout = rollouts[index]
+        rollout.completion = completion
+        span(index, completion)
+        check = make_check(rollout)
+        if check is not None:
+            stream_checks.submit([check])
 
+    guides = None if guide is None else [guide(r) for r in rollouts]
     started = time.perf_counter()
-    on_replicas = getattr(engine, "generate_and_check", None)
-    if on_replicas is not None:
-        # Rollout replicas check what they generate on their own nodes (`azr.fleet`).
-        def stream(rollout: Rollout) -> list[Rollout]:
-            if follow_up is None or rollout.undecided:
-                return []
-            followed.add(id(rollout))
-            extra = follow_up(rollout)
-            work.extend(extra)
-            return extra
-
-        try:
-            on_replicas(
-                rollouts, sampling, make_check, progress=progress, on_completion=span, guide=guide, follow_up=stream
-            )
-        finally:
-            seconds["generate"] += time.perf_counter() - started
-        times.executor["checked_on_replicas"] += sum(1 for r in work if r.check is not None)
-    else:
-        stream_checks = CheckStream(executor, timeline)
-
-        def ready(index: int, completion: Completion) -> None:
-            rollout = rollouts[index]
-            rollout.completion = completion
-            span(index, completion)
-            check = make_check(rollout)
-            if check is not None:
-                stream_checks.submit([check])
-
-        guides = None if guide is None else [guide(r) for r in rollouts]
-        try:
-            engine.generate(
-                [r.prompt for r in rollouts], sampling, progress=progress, on_completion=ready, guides=guides
-            )
-        finally:
-            seconds["generate"] += time.perf_counter() - started
-            timing = stream_checks.finish()
-        seconds["verify"] += timing.verify_s
-        seconds["verify_hidden"] += timing.hidden_s
-        seconds["execute"] += timing.waited_s
-    return work[len(rollouts) :], followed
+    try:
+        engine.generate([r.prompt for r in rollouts], sampling, progress=progress, on_completion=ready, guides=guides)
+    finally:
+        seconds["generate"] += time.perf_counter() - started
+        timing = stream_checks.finish()
+    seconds["verify"] += timing.verify_s
+    seconds["verify_hidden"] += timing.hidden_s
+    seconds["execute"] += timing.waited_s
+    return [], set()
 
 
 def _settle(executor: ExecutorProtocol, rollouts: list[Rollout], times: PhaseTimes, phase: str) -> None:

@@ -109,6 +109,19 @@ class Batch:
 
 
 @dataclass
+class OpenedStep:
+    """A step's draws before it generates: its seed, proposals and solver plan, the rollouts that
+    open it (the proposals and the buffer tasks no proposal can displace) and, when it opened
+    during the step before (`overlap_steps`), its round already on the replicas."""
+
+    seed: int
+    proposals: list[Rollout]
+    plan: phases.SolverPlan
+    rollouts: list[Rollout]
+    round: phases.ReplicaRound | None = None
+
+
+@dataclass
 class Update:
     """What one optimizer step reports: its statistics, each sample's (task-role, version lag), and
     its seconds (`train`, and `sync` where it published the weights itself)."""
@@ -206,7 +219,14 @@ class SelfPlay:
         self.trainer = make_trainer(config, self.policy, reference, last_checkpoint=self.last_checkpoint)
         self.engine = engine or make_engine(config, self.policy)
         self.executor = executor or make_executor(config)
+        if config.overlap_steps and not hasattr(self.engine, "submit_and_check"):
+            raise ValueError(
+                "overlap_steps needs the rollout fleet as the engine (rollout_replicas >= 1): it opens a step on "
+                "the replicas while the last one finishes there"
+            )
         self.sampling = SamplingParams(config.max_response_tokens, config.temperature, config.top_p)
+        # How a completion is checked; it travels to the rollout replicas, so it holds no part of the run.
+        self.check = partial(phases.check_rollout, induction_inputs=config.induction_inputs)
         self.settings = StepSettings(
             config.batch_size, config.references, config.induction_inputs, config.learnability_samples
         )
@@ -228,6 +248,7 @@ class SelfPlay:
         self.version = 0
         self.pending: Batch | None = None
         self.in_flight: deque[Future[Update]] = deque()
+        self.next_step: OpenedStep | None = None  # overlap_steps: opened during the step before
         self._updater = ThreadPoolExecutor(1, thread_name_prefix="azr-update")
         # Loaded now, so that a missing benchmark file stops the run before its first step.
         self.eval_items = (
@@ -255,26 +276,30 @@ class SelfPlay:
         self.step_index += 1
         times = PhaseTimes()
         started = time.perf_counter()
-        torch.manual_seed(self.rng.getrandbits(63))
+        opened, self.next_step = self.next_step or self._open_step(), None
+        torch.manual_seed(opened.seed)
         background = self._update_in_background(times) if self.pending is not None else None
         if self.config.pipeline == "async":
             self._make_room(times)
 
         # Propose; each proposal's verdict settles what follows it (its task's solver and
         # learnability samples, or a buffer task in its place), generated without waiting for the
-        # other proposals; buffer tasks no proposal can displace start with the proposals.
-        proposals = phases.proposer_rollouts(self.buffers, self.settings, self.rng, self.fits)
-        plan = phases.SolverPlan(proposals, self.buffers, self.settings, self.rng, self.fits)
-        check = partial(phases.check_rollout, induction_inputs=self.settings.induction_inputs)
-        self.generate_and_check(proposals + plan.opening(), "rollout", check, times, follow_up=plan.follow_up)
+        # other proposals; buffer tasks no proposal can displace start with the proposals. With
+        # overlap_steps the next step opens during this one's tail.
+        proposals, plan = opened.proposals, opened.plan
+        overlap = partial(self._open_next_step, opened) if self.config.overlap_steps and not drain else None
+        self.generate_and_check(
+            opened.round or opened.rollouts, "rollout", self.check, times, follow_up=plan.follow_up, on_drained=overlap
+        )
         solutions = plan.solutions()
         learnability = [r for p in proposals for r in p.learnability]
-        # Reward and advantages; the new tasks join the buffers.
+        # Reward and advantages; the new tasks join the buffers (unless the next step, opened
+        # during this one, took them already).
         phases.assign_rewards(proposals, solutions, learnability, self.config.extreme_proposer_reward)
         trained = [r for r in proposals + solutions if r.trained]
         phases.assign_advantages(trained, self.config.advantage_statistics)
-        for task, tasks in phases.new_tasks(proposals).items():
-            self.buffers[task].add(tasks, self.step_index, self.rng)
+        if self.next_step is None:
+            self._add_new_tasks(proposals)
         batch = Batch(
             phases.training_samples(trained),
             [role_name((r.role, r.task)) for r in trained],
@@ -309,6 +334,7 @@ class SelfPlay:
         if self.config.pipeline == "async":
             metrics["pipeline/updates"] = float(len(updates))
             metrics["pipeline/in_flight"] = float(len(self.in_flight))
+            metrics["pipeline/opened_early"] = float(opened.round is not None)
         metrics.update(evaluation)
         metrics.update(fleet_metrics(self.engine))
         self.timeline.extend(self.trainer.spans())
@@ -320,6 +346,46 @@ class SelfPlay:
         self.log.write(metrics, proposals)
         write_step(self.out / "timeline.jsonl", self.step_index, spans)
         return metrics
+
+    def _open_step(self) -> OpenedStep:
+        """The next step's seed, proposals and solver plan, drawn from the run's RNG and buffers."""
+        seed = self.rng.getrandbits(63)
+        proposals = phases.proposer_rollouts(self.buffers, self.settings, self.rng, self.fits)
+        plan = phases.SolverPlan(proposals, self.buffers, self.settings, self.rng, self.fits)
+        return OpenedStep(seed, proposals, plan, proposals + plan.opening())
+
+    def _open_next_step(self, current: OpenedStep) -> bool:
+        """overlap_steps: asked by the fleet while this step waits with nothing left to dispatch.
+        Once every proposal of this step has its verdict (so no more of its work is to come) and
+        at most `max_staleness - 1` updates are unfinished, the next step opens: this step's new
+        tasks join the buffers, and the next step's proposals and opening solver tasks go to the
+        replicas this step's tail leaves idle. Its samples then train after this step's update and
+        the ones unfinished now, so none is more than `max_staleness` versions old. True when it
+        opened the step."""
+        if self.next_step is not None or current.plan.unsettled:
+            return False
+        if sum(not future.done() for future in self.in_flight) >= self.config.max_staleness:
+            return False
+        with self.timeline.span("driver", f"open step {self.step_index + 1}"):
+            self._add_new_tasks(current.proposals)
+            opened = self._open_step()
+            opened.round = phases.start_on_replicas(
+                self.engine,
+                opened.rollouts,
+                self.sampling,
+                self.check,
+                phase="rollout",
+                progress=bar_callback(f"step {self.step_index + 1}: rollout") if self.progress else None,
+                guide=self.guide if self.config.guided_format else None,
+                timeline=self.timeline,
+                follow_up=opened.plan.follow_up,
+            )
+        self.next_step = opened
+        return True
+
+    def _add_new_tasks(self, proposals: list[Rollout]) -> None:
+        for task, tasks in phases.new_tasks(proposals).items():
+            self.buffers[task].add(tasks, self.step_index, self.rng)
 
     def _version_of(self, rollout: Rollout) -> int:
         """The policy version a rollout was sampled from: its replica's, else the engine's here."""
@@ -432,11 +498,12 @@ class SelfPlay:
 
     def generate_and_check(
         self,
-        rollouts: list[Rollout],
+        rollouts: list[Rollout] | phases.ReplicaRound,
         phase: str,
         make_check: Callable[[Rollout], Check | None],
         times: PhaseTimes,
         follow_up: Callable[[Rollout], list[Rollout]] | None = None,
+        on_drained: Callable[[], bool] | None = None,
     ) -> None:
         with self.timeline.span("driver", phase):
             phases.generate_and_check(
@@ -451,6 +518,7 @@ class SelfPlay:
                 guide=self.guide if self.config.guided_format else None,
                 timeline=self.timeline,
                 follow_up=follow_up,
+                on_drained=on_drained,
             )
 
     def guide(self, rollout: Rollout) -> str:

@@ -26,6 +26,10 @@ learnability samples per valid proposal, then the update. Schedules, on the same
   fleet when done (replicas load them before their next chunk), the next step starting at once
   unless 2 updates are unfinished (`pipeline=async`); measured over all the steps, with one update
   in flight at the start as in one-step-off's steady state, and none waited for at the end;
+- `fleet, async, steps overlapped`: the same, with each step opened during the one before
+  (`overlap_steps`): once nothing of a step is left to dispatch and each of its proposals has its
+  verdict, the next step's proposals go to the replicas its longest completions leave idle (while
+  at most 1 update is unfinished, so no sample is over 2 versions old);
 - `fleet, 2 phases`: azr's before the follow-ups were streamed: a propose call, then one call for
   every solver and learnability request, the second waiting for the first's slowest completion;
 - `round-robin`: the two phases, each replica handed every R-th request up front;
@@ -51,14 +55,23 @@ from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 
 from azr.cluster import connect, placement, start_actors
-from azr.fleet import Checked, RolloutFleet
+from azr.fleet import Checked, FleetCall, RolloutFleet
 from azr.rollout import Completion, SamplingParams
 
 TASKS = 3
 LEARNABILITY = 8
 STALENESS = 2
 ASYNC = f"fleet, async (max_staleness={STALENESS})"
-SCHEDULES = ("fleet", "fleet, one-step-off", ASYNC, "fleet, 2 phases", "round-robin", "reference (9 barriers)")
+OVERLAP = f"fleet, async (max_staleness={STALENESS}), steps overlapped"
+SCHEDULES = (
+    "fleet",
+    "fleet, one-step-off",
+    ASYNC,
+    OVERLAP,
+    "fleet, 2 phases",
+    "round-robin",
+    "reference (9 barriers)",
+)
 PARAMS = SamplingParams(max_new_tokens=1)
 # One step's generation, as a schedule issues it to the fleet.
 Step = Callable[[RolloutFleet], None]
@@ -123,9 +136,10 @@ def lengths(rng: random.Random, count: int, median: float, sigma: float, cap: in
     return [max(1, min(cap, round(median * math.exp(rng.gauss(0.0, sigma))))) for _ in range(count)]
 
 
-def steps(rng: random.Random, args: argparse.Namespace) -> dict[str, Step]:
-    """One step's generation as each schedule issues it; every prompt carries its completion length,
-    and every prompt has the same length, so the dispatcher cannot see completion lengths coming."""
+def steps(rng: random.Random, args: argparse.Namespace) -> tuple[dict[str, Step], list[Request]]:
+    """One step's generation as each schedule issues it (the async ones: its proposals, with the
+    follow-ups each one's verdict calls for); every prompt carries its completion length, and every
+    prompt has the same length, so the dispatcher cannot see completion lengths coming."""
     b = args.batch
 
     def draw(count: int) -> list[str]:
@@ -165,14 +179,14 @@ def steps(rng: random.Random, args: argparse.Namespace) -> dict[str, Step]:
                 [r.actor.generate.remote(0, share, PARAMS, None) for r, share in zip(replicas, shares, strict=True)]
             )
 
-    return {
+    schedules = {
         "fleet": one_call,
         "fleet, one-step-off": one_call,
-        ASYNC: one_call,
         "fleet, 2 phases": in_calls([first, later]),
         "round-robin": round_robin,
         "reference (9 barriers)": in_calls(reference),
     }
+    return schedules, streamed
 
 
 def measure(fleet: RolloutFleet, schedule: str, step: Step, update_s: float) -> tuple[float, float]:
@@ -191,22 +205,49 @@ def measure(fleet: RolloutFleet, schedule: str, step: Step, update_s: float) -> 
     return seconds, take_busy(fleet)
 
 
-def measure_async(fleet: RolloutFleet, steps: list[Step], update_s: float) -> tuple[float, float]:
-    """Seconds and the replicas' busy seconds of all `steps`, pipelined as `pipeline=async` does."""
+def measure_async(
+    fleet: RolloutFleet, steps: list[list[Request]], update_s: float, *, overlap: bool
+) -> tuple[float, float]:
+    """Seconds and the replicas' busy seconds of all `steps` (each step's proposals), pipelined as
+    `pipeline=async` does. With `overlap`, each step opens during the one before (`overlap_steps`):
+    once nothing is left to dispatch, every proposal of a step has its verdict and at most
+    `STALENESS - 1` updates are unfinished, the next step's proposals go to the fleet."""
     version = fleet.version or 0
+    calls: list[FleetCall | None] = [None] * len(steps)
+    settled = [0] * len(steps)  # proposals whose verdict came in, per step
 
     def update(version: int) -> None:
         time.sleep(update_s)
         fleet.publish({}, version)  # the replicas load it before their next chunk
 
+    def submit(index: int) -> FleetCall:
+        def follow_up(request: Request) -> list[Request]:
+            settled[index] += bool(request.follow)
+            return [Request(p) for p in request.follow]
+
+        call = calls[index] = fleet.submit_and_check(list(steps[index]), PARAMS, no_check, follow_up=follow_up)
+        return call
+
     with ThreadPoolExecutor(1) as updater:
         started = time.perf_counter()
         in_flight: list[Future] = [updater.submit(update, version + 1)]  # the last step's, as one-step-off has
-        for offset, step in enumerate(steps, 2):
-            running = [future for future in in_flight if not future.done()]
-            wait_for(running[: max(0, len(running) - STALENESS)])
-            step(fleet)
-            in_flight.append(updater.submit(update, version + offset))
+
+        def open_after(index: int) -> bool:
+            if index + 1 == len(steps) or calls[index + 1] is not None or settled[index] < len(steps[index]):
+                return False
+            if sum(not future.done() for future in in_flight) >= STALENESS:
+                return False
+            submit(index + 1)
+            return True
+
+        for index in range(len(steps)):
+            call = calls[index]
+            if call is None:
+                running = [future for future in in_flight if not future.done()]
+                wait_for(running[: max(0, len(running) - STALENESS)])
+                call = submit(index)
+            fleet.finish(call, on_drained=(lambda index=index: open_after(index)) if overlap else None)
+            in_flight.append(updater.submit(update, version + index + 2))
         seconds = time.perf_counter() - started
     return seconds, take_busy(fleet)
 
@@ -274,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--straggler", type=float, default=1.0, help="how many times slower the last replica is")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES), metavar="SCHEDULE", help="default: all"
+    )
     args = parser.parse_args(argv)
     if min(args.replicas) < 1 or args.steps < 1 or args.batch < TASKS or args.straggler < 1:
         parser.error("replicas and steps must be positive, batch at least 3, straggler at least 1")
@@ -286,12 +330,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             rng = random.Random(args.seed)
             drawn = [steps(rng, args) for _ in range(args.steps)]
-            for schedule in SCHEDULES:
-                if schedule == ASYNC:
-                    seconds, busy = measure_async(fleet, [step[schedule] for step in drawn], args.update_s)
+            for schedule in args.schedules:
+                if schedule in (ASYNC, OVERLAP):
+                    streams = [streamed for _, streamed in drawn]
+                    seconds, busy = measure_async(fleet, streams, args.update_s, overlap=schedule == OVERLAP)
                     measured = [(seconds / len(drawn), busy / len(drawn))] * len(drawn)
                 else:
-                    measured = [measure(fleet, schedule, step[schedule], args.update_s) for step in drawn]
+                    measured = [measure(fleet, schedule, step[schedule], args.update_s) for step, _ in drawn]
                 step_s = sum(s for s, _ in measured) / len(measured)
                 idle = 1 - sum(b for _, b in measured) / (count * sum(s for s, _ in measured))
                 results.append(Result(schedule, count, step_s, idle))
