@@ -316,7 +316,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--straggler", type=float, default=1.0, help="how many times slower the last replica is")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES), metavar="SCHEDULE", help="default: all"
+        "--schedules",
+        nargs="+",
+        choices=SCHEDULES,
+        default=list(SCHEDULES),
+        metavar="SCHEDULE",
+        help="which to run, each quoted (default: all): " + "; ".join(f'"{name}"' for name in SCHEDULES),
     )
     args = parser.parse_args(argv)
     if min(args.replicas) < 1 or args.steps < 1 or args.batch < TASKS or args.straggler < 1:
