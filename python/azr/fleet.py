@@ -435,7 +435,9 @@ class RolloutFleet:
                 on_completion(index, completion)
 
         guides = None if guides is None else list(guides)
-        self.finish(self._submit(FleetCall(list(prompts), params.max_new_tokens, guides, ask, deliver, progress)))
+        call = FleetCall(list(prompts), params.max_new_tokens, guides, ask, deliver, progress)
+        self._enqueue(call)
+        self.finish(call)
         return [r for r in results if r is not None]
 
     def generate_and_check(
@@ -443,12 +445,10 @@ class RolloutFleet:
         rollouts: Sequence[Any],
         params: SamplingParams,
         make_check: Callable[[Any], Check | None],
-        *,
-        on_drained: Callable[[], bool] | None = None,
         **options: Any,
     ) -> None:
-        """`submit_and_check` (with its `options`), then `finish` (with `on_drained`)."""
-        self.finish(self.submit_and_check(rollouts, params, make_check, **options), on_drained=on_drained)
+        """`submit_and_check` (with its `options`), then `finish`."""
+        self.finish(self.submit_and_check(rollouts, params, make_check, **options))
 
     def submit_and_check(
         self,
@@ -487,7 +487,8 @@ class RolloutFleet:
                     guides.append(guide(extra))
 
         call = FleetCall([r.prompt for r in work], params.max_new_tokens, guides, ask, deliver, progress)
-        return self._submit(call)
+        self._enqueue(call)
+        return call
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Every live replica samples from `model`'s weights (the next policy version) next, checked
@@ -674,10 +675,6 @@ class RolloutFleet:
             for ref, chunk in list(self.running.items()):
                 if chunk.call is call:
                     self.abandoned[ref] = self.running.pop(ref)
-
-    def _submit(self, call: FleetCall) -> FleetCall:
-        self._enqueue(call)
-        return call
 
     def _enqueue(self, call: FleetCall) -> None:
         """Cut the call's prompts not queued yet into chunks, longest first. Outstanding tokens are

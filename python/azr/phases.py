@@ -308,7 +308,7 @@ def generate_and_check(
     where every check failed stops the run."""
     generated: list[Rollout] = []
     started = rollouts if isinstance(rollouts, ReplicaRound) else None
-    pending = list(rollouts.rollouts if isinstance(rollouts, ReplicaRound) else rollouts)
+    pending = list(rollouts if started is None else started.rollouts)
     while pending:
         if started is None and hasattr(engine, "submit_and_check"):
             started = start_on_replicas(
